@@ -1,0 +1,60 @@
+"""Callbacks of the train command: checkpoints named the way users look for them.
+
+`last.ckpt` every N iterations and at the end; `best.ckpt` whenever validation PSNR (Y) improves. Writes go
+through `AtomicCheckpointIO`, so a kill mid-write never destroys the previous file.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+
+class SRCheckpoint(Callback):
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 200, monitor: str = "val/psnr_y", mode: str = "max"):
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = max(int(every_n_steps), 1)
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best_score = -math.inf * self.sign
+        self.best_step: int | None = None
+        self._last_saved_step: int | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dirpath / "best.ckpt"
+
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        if self._last_saved_step == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.last_path)
+        self._last_saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if math.isfinite(score) and self.sign * score > self.sign * self.best_score:
+            self.best_score, self.best_step = score, trainer.global_step
+            trainer.save_checkpoint(self.best_path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_last(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = float(state_dict.get("best_score", -math.inf))
+        self.best_step = state_dict.get("best_step")

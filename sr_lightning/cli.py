@@ -1,0 +1,117 @@
+"""`python -m sr_lightning <command> [overrides...]`: dispatch a command into Hydra.
+
+Hydra commands compose `conf/<config>.yaml` and call `sr_lightning.commands.<module>.main(cfg)`;
+argv commands (report, mos) take plain arguments and call `run(argv)`. When the first argument is not a
+command, `train` is meant, so `python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32` is a sweep.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    summary: str
+    config: str | None = None  # Hydra primary config; None for argv commands
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train", "train a generator (and discriminator) — the default command", "train"),
+    "eval": Command("evaluate", "PSNR/SSIM (Y, paper convention) of checkpoints or baselines on test sets", "eval"),
+    "upscale": Command("upscale", "super-resolve an image or a folder with a checkpoint or exported weights", "upscale"),
+    "export": Command("export", "export the generator as safetensors / ONNX / TorchScript with a sidecar", "export"),
+    "report": Command("report", "collect a multirun's jobs into one table and plots: report <multirun dir>"),
+    "download": Command("download", "download, verify and extract a dataset: download data=div2k", "download"),
+    "prepare": Command("prepare", "cut a large dataset into sub-images once: prepare data=div2k", "prepare"),
+    "mos": Command("mos", "blind mean-opinion-score study: mos prepare results=<eval dir> | mos score <files>"),
+}
+
+
+def _config_groups() -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for group_dir in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = sorted(
+            str(f.relative_to(group_dir).with_suffix("")) for f in group_dir.rglob("*.yaml")
+        )
+        groups[group_dir.name] = options
+    return groups
+
+
+def usage() -> str:
+    lines = [
+        "usage: python -m sr_lightning [COMMAND] [-m] [key=value ...] [hydra flags]",
+        "",
+        "Commands (train is the default when the first argument is not a command):",
+    ]
+    lines += [f"  {name:<9} {cmd.summary}" for name, cmd in COMMANDS.items()]
+    lines += ["", "Config groups (choose with group=option, e.g. model=srgan data=set5 trainer=gpu):"]
+    for group, options in _config_groups().items():
+        lines.append(f"  {group:<10} {', '.join(options)}")
+    lines += [
+        "",
+        "Short keys: scale=4 crop=96 lr=2e-4 batch_size=16 gen.blocks=16 disc.blocks=8 color=rgb|y",
+        "Examples:",
+        "  python -m sr_lightning train experiment=quickstart",
+        "  python -m sr_lightning train model=srgan crop=128",
+        "  python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32",
+        "  python -m sr_lightning train --cfg job          # print the composed config",
+        "  python -m sr_lightning eval model=bicubic data=set5",
+        "Hydra's own help: python -m sr_lightning train --hydra-help",
+    ]
+    return "\n".join(lines)
+
+
+def _run_hydra(command: Command, argv: list[str]) -> int:
+    import hydra
+
+    module = importlib.import_module(f"sr_lightning.commands.{command.module}")
+    rewrite = getattr(module, "rewrite_argv", None)
+    if rewrite is not None:
+        argv = rewrite(argv)
+    # Hydra reads sys.argv itself; give it exactly the overrides and flags meant for it.
+    sys.argv = [f"sr_lightning {command.config}", *argv]
+    exit_code: list[int] = [0]
+
+    def task(cfg):
+        result = module.main(cfg)
+        if isinstance(result, int) and result != 0:
+            exit_code[0] = result
+        return result
+
+    task.__module__ = module.__name__
+    hydra.main(config_path=str(CONF_DIR), config_name=command.config, version_base="1.3")(task)()
+    return exit_code[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name = argv[0]
+    if name in COMMANDS:
+        argv = argv[1:]
+    elif name.startswith("-") or "=" in name:
+        name = "train"
+    else:
+        close = [c for c in COMMANDS if c.startswith(name[:2])]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        print(f"error: unknown command '{name}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    command = COMMANDS[name]
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if command.config is None:
+        module = importlib.import_module(f"sr_lightning.commands.{command.module}")
+        return int(module.run(argv) or 0)
+    return _run_hydra(command, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

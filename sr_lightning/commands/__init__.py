@@ -1,0 +1,1 @@
+"""One module per CLI command. Hydra commands expose `main(cfg)`, argv commands expose `run(argv)`."""

@@ -1,0 +1,229 @@
+"""PSNR / SSIM exactly as SR papers compute them, plus an optional LPIPS scorer.
+
+The paper convention (SRCNN, LapSRN, EDSR, ESRGAN, ... and ``../shared/benchmarks/reference_bicubic.json``):
+
+1. the SR output is clamped to [0, 1] and rounded to uint8 (papers save PNGs, then score them);
+2. PSNR/SSIM are computed on the Y channel of MATLAB's ``rgb2ycbcr`` on the uint8 image (BT.601 studio
+   swing 16-235, Y rounded to an integer), with peak 255;
+3. ``crop_border`` (= the scale) pixels are removed from every side of both images;
+4. SSIM is Wang et al.'s: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, and the SSIM map is
+   averaged over the *valid* region only (window fully inside the cropped image, MATLAB ``filter2(...,'valid')``);
+5. one value per image; a test set's score is the mean of its images' scores.
+
+Where we differ from torchmetrics' defaults, and why:
+
+* ``torchmetrics.image.PeakSignalNoiseRatio()`` with default arguments accumulates the squared error and the
+  pixel count over *all* updates and takes one log at the end: the PSNR of the pooled MSE, which is
+  0.3-1.1 dB below the per-image mean papers report (``log`` of a mean != mean of ``log``s). We call the
+  functional ``peak_signal_noise_ratio`` per image and average ourselves.
+* ``torchmetrics.functional.structural_similarity_index_measure`` reflect-pads the images by 5 px and
+  averages the SSIM map over the padded borders too (up to 0.012 SSIM off on one image). We ask it for the
+  full SSIM map and average only its valid part (the map cropped by 5 px is exactly the valid region).
+* Its variances are clamped at 0, MATLAB's are not; in float64 this changes nothing measurable.
+
+Grayscale images: an HR with one channel, or three identical channels (e.g. Set14 img_003 loaded as RGB),
+is scored on its own grey values, not on Y (Y of a grey image would compress it to 16-235 and inflate PSNR).
+An RGB SR of a grayscale HR is reduced to grey with the BT.601 luma weights on full range
+(0.299 R + 0.587 G + 0.114 B, MATLAB ``rgb2gray``), rounded: exactly the channel value when the SR's channels
+are equal (bicubic, replicated outputs), the usual grey conversion otherwise. ``psnr_rgb``/``ssim_rgb`` of a
+grayscale HR compare all SR channels against the replicated grey HR (for a 1-channel SR: the grey values).
+1-channel SR and HR (``color: y`` models that score their Y output directly) are scored on their own values.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from sr_lightning.ops.color import _MATRIX, _OFFSET
+
+__all__ = ["image_metrics", "SRMetrics", "to_uint8_values", "rgb_to_y_uint8_values", "psnr", "ssim",
+           "load_lpips", "lpips_weights_path", "LPIPS_MISSING", "METRIC_KEYS"]
+
+METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+LPIPS_MISSING = "n/a (weights missing)"
+
+_SSIM_SIGMA = 1.5       # torchmetrics derives the window size from sigma: 2*int(3.5*1.5+0.5)+1 = 11
+_SSIM_RADIUS = 5        # (11 - 1) / 2: the border of the SSIM map that depends on padded pixels
+_LUMA = _MATRIX[0] / 219.0   # BT.601 luma weights on full range (0.299, 0.587, 0.114), as rgb2gray
+
+
+def _round_half_up(x: Tensor) -> Tensor:
+    # MATLAB's double->uint8 rounds half away from zero (torch.round rounds half to even); x >= 0 here.
+    return torch.floor(x + 0.5)
+
+
+def to_uint8_values(x: Tensor) -> Tensor:
+    """[0,1] float -> float64 tensor holding the integers 0..255 a saved PNG would hold."""
+    return _round_half_up(x.detach().to(torch.float64).clamp(0.0, 1.0) * 255.0)
+
+
+def rgb_to_y_uint8_values(rgb: Tensor) -> Tensor:
+    """(…,3,H,W) values 0..255 -> (…,1,H,W) MATLAB ``rgb2ycbcr`` Y of a uint8 image (rounded, 16..235)."""
+    w = torch.as_tensor(_MATRIX[0] / 255.0, dtype=rgb.dtype, device=rgb.device)
+    return _round_half_up(torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3) + _OFFSET[0])
+
+
+def _rgb_to_gray_uint8_values(rgb: Tensor) -> Tensor:
+    w = torch.as_tensor(_LUMA, dtype=rgb.dtype, device=rgb.device)
+    return _round_half_up(torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3))
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR (peak 255) of one image pair of 0..255 values; ``inf`` for identical images."""
+    # Functional torchmetrics PSNR reduced over this one image's pixels only (dim=None on a single image):
+    # right for us; its *module* pooled over a set is not (see the module docstring).
+    if torch.equal(a, b):
+        return math.inf
+    return float(peak_signal_noise_ratio(a[None], b[None], data_range=255.0))
+
+
+def ssim(a: Tensor, b: Tensor) -> float:
+    """Mean SSIM (Wang et al., 11x11 Gaussian sigma 1.5, peak 255) of one (C,H,W) pair, valid region only.
+
+    Multi-channel inputs are scored per channel and the channel SSIMs averaged (the usual RGB SSIM).
+    """
+    h, w = a.shape[-2:]
+    if min(h, w) < 2 * _SSIM_RADIUS + 1:
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels after the border crop, got {h}x{w}")
+    _, full = structural_similarity_index_measure(
+        a[:, None], b[:, None], gaussian_kernel=True, sigma=_SSIM_SIGMA, data_range=255.0,
+        k1=0.01, k2=0.03, reduction="none", return_full_image=True)
+    r = _SSIM_RADIUS
+    valid = full[..., r:-r, r:-r]   # positions whose 11x11 window lies inside the image (no reflect padding)
+    return float(valid.mean())
+
+
+def _is_gray(x: Tensor) -> bool:
+    return x.shape[0] == 1 or (torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]))
+
+
+def image_metrics(sr: Tensor, hr: Tensor, crop_border: int) -> dict[str, float]:
+    """Paper-convention metrics of one image: ``dict(psnr_y, ssim_y, psnr_rgb, ssim_rgb)``.
+
+    ``sr`` and ``hr`` are (C,H,W) tensors in [0,1] with C = 3 (RGB) or 1 (grey / Y) and equal sizes.
+    """
+    if sr.ndim != 3 or hr.ndim != 3:
+        raise ValueError(f"image_metrics: expected (C,H,W) tensors, got sr {tuple(sr.shape)}, hr {tuple(hr.shape)}")
+    if sr.shape[-2:] != hr.shape[-2:]:
+        raise ValueError(f"image_metrics: SR size {tuple(sr.shape[-2:])} != HR size {tuple(hr.shape[-2:])}; "
+                         "the HR must be mod-cropped to the scale and the model must upscale by exactly that scale")
+    if sr.shape[0] not in (1, 3) or hr.shape[0] not in (1, 3):
+        raise ValueError(f"image_metrics: expected 1 or 3 channels, got sr {sr.shape[0]}, hr {hr.shape[0]}")
+    if sr.shape[0] == 1 and hr.shape[0] == 3 and not _is_gray(to_uint8_values(hr)):
+        raise ValueError("image_metrics: 1-channel SR against an RGB HR; merge the Y output with bicubic CbCr "
+                         "(sr_lightning.ops.color.ycbcr2rgb) before scoring")
+    crop_border = int(crop_border)
+    if crop_border < 0:
+        raise ValueError(f"image_metrics: crop_border must be >= 0, got {crop_border}")
+    sr8, hr8 = to_uint8_values(sr), to_uint8_values(hr.to(sr.device))
+    if crop_border:
+        sr8 = sr8[..., crop_border:-crop_border, crop_border:-crop_border]
+        hr8 = hr8[..., crop_border:-crop_border, crop_border:-crop_border]
+    if sr8.shape[-1] == 0 or sr8.shape[-2] == 0:
+        raise ValueError(f"image_metrics: crop_border={crop_border} removes the whole {tuple(sr.shape[-2:])} image")
+
+    if _is_gray(hr8):
+        hr_gray = hr8[:1]
+        sr_gray = sr8 if sr8.shape[0] == 1 else _rgb_to_gray_uint8_values(sr8)
+        sr_y, hr_y = sr_gray, hr_gray
+        sr_rgb, hr_rgb = sr8, hr_gray.expand_as(sr8)
+    else:
+        sr_y, hr_y = rgb_to_y_uint8_values(sr8), rgb_to_y_uint8_values(hr8)
+        sr_rgb, hr_rgb = sr8, hr8
+    return {
+        "psnr_y": psnr(sr_y, hr_y),
+        "ssim_y": ssim(sr_y, hr_y),
+        "psnr_rgb": psnr(sr_rgb, hr_rgb),
+        "ssim_rgb": ssim(sr_rgb, hr_rgb),
+    }
+
+
+class SRMetrics(Metric):
+    """Mean per-image paper metrics over a dataset (DDP-safe: sums and a count, reduced by summation).
+
+    ``update(sr, hr)`` takes (N,C,H,W) batches in [0,1]; each image contributes one value per metric.
+    ``compute()`` returns ``{"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}`` means (plus ``"lpips"`` when an
+    LPIPS scorer is given). An identical SR/HR pair has PSNR ``inf`` and so does the mean.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    def __init__(self, crop_border: int, lpips: Callable[[Tensor, Tensor], Tensor] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.crop_border = int(crop_border)
+        self.lpips = lpips
+        self._keys = METRIC_KEYS + (("lpips",) if lpips is not None else ())
+        for key in self._keys:
+            self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, sr: Tensor, hr: Tensor) -> None:  # type: ignore[override]
+        if sr.ndim != 4 or hr.ndim != 4 or sr.shape[0] != hr.shape[0]:
+            raise ValueError(f"SRMetrics.update: expected (N,C,H,W) batches of equal N, "
+                             f"got sr {tuple(sr.shape)}, hr {tuple(hr.shape)}")
+        for i in range(sr.shape[0]):
+            values = image_metrics(sr[i], hr[i], self.crop_border)
+            if self.lpips is not None:
+                values["lpips"] = lpips_value(self.lpips, sr[i], hr[i], self.crop_border)
+            for key in self._keys:
+                setattr(self, key, getattr(self, key) + values[key])
+        self.count += sr.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        n = self.count.clamp_min(1).to(torch.float64)
+        return {key: getattr(self, key) / n for key in self._keys}
+
+
+# --- LPIPS ----------------------------------------------------------------------------------------------------
+
+_LPIPS_BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
+                    "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
+
+
+def lpips_weights_path(net_type: str = "alex") -> Path:
+    """Where torchvision keeps the ImageNet backbone that LPIPS needs (``$TORCH_HOME/hub/checkpoints/...``)."""
+    import torchvision
+
+    if net_type not in _LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS net_type must be one of {sorted(_LPIPS_BACKBONES)}, got {net_type!r}")
+    weights = getattr(torchvision.models, _LPIPS_BACKBONES[net_type][1]).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def load_lpips(net_type: str = "alex", device: torch.device | str = "cpu"):
+    """A torchmetrics LPIPS scorer when its backbone weights are already cached, else ``None``.
+
+    We look for the cached file instead of letting torchvision download it: offline machines would hang on
+    the download, and LPIPS from a randomly initialised backbone is meaningless, so callers report
+    ``LPIPS_MISSING`` instead of a number. (LPIPS' own linear layers ship inside torchmetrics.)
+    """
+    if not lpips_weights_path(net_type).is_file():
+        return None
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    scorer = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True)
+    return scorer.to(device).eval()
+
+
+@torch.no_grad()
+def lpips_value(scorer, sr: Tensor, hr: Tensor, crop_border: int) -> float:
+    """LPIPS of one (C,H,W) pair after the same uint8 rounding and border crop as PSNR/SSIM (grey -> 3 ch)."""
+    sr8, hr8 = to_uint8_values(sr) / 255.0, to_uint8_values(hr) / 255.0
+    if crop_border:
+        sr8 = sr8[..., crop_border:-crop_border, crop_border:-crop_border]
+        hr8 = hr8[..., crop_border:-crop_border, crop_border:-crop_border]
+    sr8, hr8 = sr8.expand(3, -1, -1), hr8.expand(3, -1, -1)
+    device = next(scorer.parameters()).device
+    scorer.reset()
+    value = scorer(sr8[None].float().to(device), hr8[None].float().to(device))
+    scorer.reset()
+    return float(value)

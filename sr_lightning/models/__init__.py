@@ -1,0 +1,66 @@
+"""Generator and discriminator backbones: plain ``nn.Module``s selected by ``conf/gen`` and ``conf/disc``.
+
+Registry helpers:
+
+* ``available()`` -> ``{"generators": {name: class}, "discriminators": {name: class}}``
+* ``count_parameters(module)`` -> number of trainable parameters (what the CLI prints for G and D)
+* ``final_output(out)`` -> the full-scale image of a generator's output (LapSRN returns every pyramid level)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .dcgan_sr import DCGANSRGenerator
+from .discriminators import PatchGANDiscriminator, UNetDiscriminatorSN, VGGStyleDiscriminator
+from .interpolation import Bicubic, Bilinear, Nearest, NeighbourAverage
+from .lapsrn import LapSRN
+from .rrdbnet import RRDBNet
+from .srresnet import SRResNet
+
+__all__ = [
+    "GENERATORS", "DISCRIMINATORS", "available", "count_parameters", "final_output",
+    "SRResNet", "RRDBNet", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
+    "VGGStyleDiscriminator", "PatchGANDiscriminator", "UNetDiscriminatorSN",
+]
+
+# Registry names match the conf/gen and conf/disc files that select each class (msrresnet and seed000
+# are configurations of SRResNet / VGGStyleDiscriminator, not classes).
+GENERATORS: dict[str, type[nn.Module]] = {
+    "srresnet": SRResNet,
+    "rrdbnet": RRDBNet,
+    "lapsrn": LapSRN,
+    "dcgan_sr": DCGANSRGenerator,
+    "bicubic": Bicubic,
+    "bilinear": Bilinear,
+    "nearest": Nearest,
+    "neighbour_avg": NeighbourAverage,
+}
+
+DISCRIMINATORS: dict[str, type[nn.Module]] = {
+    "vgg": VGGStyleDiscriminator,
+    "patchgan": PatchGANDiscriminator,
+    "unet": UNetDiscriminatorSN,
+}
+
+
+def available() -> dict[str, dict[str, type[nn.Module]]]:
+    """Every backbone by registry name, as fresh dicts the caller may modify."""
+    return {"generators": dict(GENERATORS), "discriminators": dict(DISCRIMINATORS)}
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    """Number of trainable parameters (0 for ``None`` and for the interpolation baselines)."""
+    if module is None:
+        return 0
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def final_output(out: Tensor | Sequence[Tensor]) -> Tensor:
+    """The full-scale result of a generator: the last pyramid level of a list/tuple, else the tensor."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Sequence) and len(out) > 0 and isinstance(out[-1], Tensor):
+        return out[-1]
+    raise TypeError(f"final_output: expected a Tensor or a non-empty list/tuple of Tensors, got {type(out).__name__}")

@@ -1,0 +1,71 @@
+"""SRResNet, the generator of SRGAN (Ledig et al., CVPR 2017), and its no-BN variant MSRResNet.
+
+Paper layout (fig. 4): 9x9 conv + PReLU; B residual blocks (conv3x3-BN-PReLU-conv3x3-BN + identity);
+conv3x3-BN plus a global skip from the head; sub-pixel upsampling stages (conv3x3 -> PixelShuffle(2) ->
+PReLU, one PixelShuffle(3) stage for x3); 9x9 output conv. With ``blocks=16, channels=64`` this is the
+paper's network (about 1.55M parameters). ``batch_norm=False`` is BasicSR's MSRResNet; the seed-000 network
+is ``channels=20, blocks=18, activation='swish'``.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, ResidualBlock, check_choice,
+                     check_positive, check_scale, conv3x3, make_activation, make_output_activation,
+                     make_upsampler, scaled_kaiming_init_)
+
+__all__ = ["SRResNet"]
+
+
+class SRResNet(nn.Module):
+    """SRGAN generator.
+
+    Args:
+        scale: upscaling factor, one of ``supported_scales``.
+        in_channels: image channels of the input (3 = RGB, 1 = Y).
+        out_channels: image channels of the output (default: ``in_channels``).
+        channels: feature maps per layer (paper: 64).
+        blocks: number of residual blocks B (paper: 16).
+        batch_norm: BatchNorm in the residual blocks and after the trunk conv (paper: on; MSRResNet: off).
+        activation: prelu | leakyrelu | swish | relu, used everywhere an activation sits.
+        upsample: subpixel (paper) | nearest | transposed.
+        output_activation: none (paper, linear output) | sigmoid | tanh.
+        residual_init_scale: residual-branch convs start from kaiming init times this (MSRResNet's 0.1);
+            it keeps the B-block stack near the identity early on when there is no BatchNorm.
+    """
+
+    supported_scales = (2, 3, 4, 8)
+
+    def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
+                 channels: int = 64, blocks: int = 16, batch_norm: bool = True, activation: str = "prelu",
+                 upsample: str = "subpixel", output_activation: str = "none",
+                 residual_init_scale: float = 0.1) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.scale = check_scale(owner, scale, self.supported_scales)
+        self.in_channels = check_positive(owner, "in_channels", in_channels)
+        self.out_channels = check_positive(owner, "out_channels",
+                                           in_channels if out_channels is None else out_channels)
+        check_positive(owner, "channels", channels)
+        check_positive(owner, "blocks", blocks, minimum=0)
+        activation = check_choice(owner, "activation", activation, ACTIVATIONS)
+        upsample = check_choice(owner, "upsample", upsample, UPSAMPLE_MODES)
+        output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
+
+        self.head = nn.Sequential(nn.Conv2d(self.in_channels, channels, 9, padding=4),
+                                  make_activation(activation))
+        self.body = nn.Sequential(*(ResidualBlock(channels, activation, batch_norm) for _ in range(blocks)))
+        trunk: list[nn.Module] = [conv3x3(channels, channels)]
+        if batch_norm:
+            trunk.append(nn.BatchNorm2d(channels))
+        self.trunk = nn.Sequential(*trunk)
+        self.upsampler = make_upsampler(upsample, channels, self.scale, activation)
+        self.tail = nn.Sequential(nn.Conv2d(channels, self.out_channels, 9, padding=4),
+                                  make_output_activation(output_activation))
+        if residual_init_scale != 1.0:
+            scaled_kaiming_init_(self.body, residual_init_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.head(x)
+        features = features + self.trunk(self.body(features))  # global skip from the head
+        return self.tail(self.upsampler(features))

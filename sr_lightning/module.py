@@ -1,0 +1,362 @@
+"""SRModule: the one LightningModule for every preset, GAN or generator-only.
+
+Manual optimisation (`automatic_optimization = False`) because a GAN alternates two optimizers with
+different schedules, freezes D during the G update and starts D late (`gan_start_step`). A preset
+without a discriminator is the same module with the adversarial branch switched off.
+
+Why the module handles mixed precision itself rather than through Lightning's precision plugin:
+Lightning's 16-mixed plugin shares one GradScaler across optimizers, so an overflow in D shrinks G's loss
+scale too; SR GANs keep one scaler per optimizer. bf16 needs no scaler. The Trainer runs in "32-true"
+and `autocast` is applied here, in training and validation alike.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sr_lightning.metrics import SRMetrics
+from sr_lightning.models import final_output
+from sr_lightning.ops.imresize import imresize
+
+log = logging.getLogger(__name__)
+
+
+def _no_op() -> None:
+    return None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/Inf; the message names the step and the loss term."""
+
+
+def _as_plain(cfg: DictConfig | dict) -> dict:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+class SRModule(pl.LightningModule):
+    """Trains `cfg.gen` (and `cfg.disc` when set) with the losses of `cfg.loss`.
+
+    `cfg` is the whole composed run config; it is stored in the checkpoint (`hyper_parameters["cfg"]`) so
+    eval/upscale/export can rebuild the generator without the training code's arguments.
+    `amp_dtype` is the autocast dtype chosen by the train command (None = fp32).
+    """
+
+    def __init__(self, cfg: DictConfig | dict, amp_dtype: str | None = None, channels_last: bool = False,
+                 output_dir: str | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        cfg = _as_plain(cfg)
+        self.save_hyperparameters({"cfg": cfg, "amp_dtype": amp_dtype, "channels_last": channels_last})
+        self.cfg = cfg
+        self.opt_cfg = cfg["module"]
+        self.scale = int(cfg["scale"])
+        self.value_range = tuple(float(v) for v in cfg["value_range"])
+        self.amp_dtype = getattr(torch, amp_dtype) if amp_dtype else None
+        self.use_channels_last = bool(channels_last)
+        self.output_dir = Path(output_dir) if output_dir else None
+
+        self.gen: nn.Module = instantiate(cfg["gen"])
+        self.disc: nn.Module | None = instantiate(cfg["disc"]) if cfg.get("disc") else None
+        if self.disc is not None and self.opt_cfg.get("sync_bn"):
+            self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
+            self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
+        losses = cfg["loss"]
+        self.pixel_loss = instantiate(losses["pixel"]) if losses.get("pixel") else None
+        self.adv_loss = instantiate(losses["adversarial"]) if losses.get("adversarial") else None
+        # The perceptual network is frozen, pretrained and large: it is kept out of the state dict (checkpoints
+        # stay the size of G + D) and out of DDP's parameter list, and moved to the device in `setup`.
+        self._frozen: dict[str, nn.Module] = {}
+        if losses.get("perceptual"):
+            self._frozen["perceptual"] = instantiate(losses["perceptual"])
+        if self.pixel_loss is None and not self._frozen and self.adv_loss is None:
+            raise ValueError("loss: every term is null; set at least loss.pixel (e.g. loss=l1)")
+
+        ema_decay = self.opt_cfg.get("ema_decay")
+        self.ema_decay = float(ema_decay) if ema_decay is not None else None
+        self.gen_ema: nn.Module | None = None
+        if self.ema_decay is not None and any(True for _ in self.gen.parameters()):
+            self.gen_ema = copy.deepcopy(self.gen).requires_grad_(False).eval()
+
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        if self.amp_dtype == torch.float16:
+            self.scalers = {"g": torch.amp.GradScaler("cuda"), "d": torch.amp.GradScaler("cuda")}
+
+        self.val_metrics = SRMetrics(crop_border=self.scale)
+        self.val_bicubic = SRMetrics(crop_border=self.scale)
+        self._d_low_streak = 0
+        self._grid_index = 0
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def has_gan(self) -> bool:
+        return self.disc is not None and self.adv_loss is not None
+
+    def gan_active(self, step: int) -> bool:
+        return self.has_gan and step >= int(self.opt_cfg.get("gan_start_step", 0))
+
+    def setup(self, stage: str) -> None:
+        for module in self._frozen.values():
+            module.to(self.device)
+        if self.use_channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def on_fit_start(self) -> None:
+        for module in self._frozen.values():
+            module.to(self.device)
+
+    def configure_optimizers(self):
+        g_cfg, d_cfg = self.opt_cfg["g_optim"], self.opt_cfg["d_optim"]
+        opt_g = torch.optim.Adam(self.gen.parameters(), lr=g_cfg["lr"], betas=tuple(g_cfg["betas"]),
+                                 weight_decay=g_cfg.get("weight_decay", 0.0))
+        optimizers = [opt_g]
+        if self.has_gan:
+            optimizers.append(torch.optim.Adam(self.disc.parameters(), lr=d_cfg["lr"], betas=tuple(d_cfg["betas"]),
+                                               weight_decay=d_cfg.get("weight_decay", 0.0)))
+        schedulers = [s for s in (self._scheduler(o) for o in optimizers) if s is not None]
+        return optimizers, schedulers
+
+    def _scheduler(self, optimizer):
+        sched = self.opt_cfg.get("scheduler") or {}
+        kind = sched.get("kind")
+        if kind is None:
+            return None
+        if kind == "multistep":  # iteration-based, as SRGAN (lr/10 after 1e5) and ESRGAN (halve at 50k, ...)
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(sched.get("milestones", [])),
+                                                        gamma=float(sched.get("gamma", 0.5)))
+        if kind == "cosine":
+            total = max(int(self.cfg["trainer"].get("max_steps") or 1), 1)
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
+                                                              eta_min=float(sched.get("eta_min", 0.0)))
+        raise ValueError(f"module.scheduler.kind: unknown {kind!r}; allowed: null, multistep, cosine")
+
+    # ------------------------------------------------------------------ helpers
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return final_output(self.gen(lr))
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a tensor from the model's value range to [0, 1] (metrics and the perceptual loss want that)."""
+        lo, hi = self.value_range
+        return x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _check_finite(self, step: int, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"step {step}: loss term '{name}' is {value.detach().float().item()} — training stopped; "
+                    f"the last good checkpoint in checkpoints/ is intact. Lower the learning rate, enable "
+                    f"module.grad_clip_norm, or use precision=32-true.")
+
+    def _backward_and_step(self, name: str, loss: torch.Tensor, optimizer, params, step: int) -> torch.Tensor:
+        """Backward, optional clipping, finite-gradient check and optimizer step for one network."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.scalers.get(name)
+        self.manual_backward(scaler.scale(loss) if scaler else loss)
+        if scaler:
+            scaler.unscale_(optimizer)
+        params = [p for p in params if p.grad is not None]
+        max_norm = self.opt_cfg.get("grad_clip_norm")
+        # clip_grad_norm_ with an infinite bound only measures: the norm is logged and checked either way.
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, float(max_norm) if max_norm else math.inf)
+        if not torch.isfinite(grad_norm) and not scaler:  # with fp16 the scaler skips the step itself
+            raise NonFiniteLossError(
+                f"step {step}: gradient norm of {'G' if name == 'g' else 'D'} is {grad_norm.item()} — training "
+                f"stopped; the last good checkpoint in checkpoints/ is intact. Try module.grad_clip_norm=1.0.")
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return grad_norm
+
+    def _optimizers(self):
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        opt_d = opts[1] if len(opts) > 1 else None
+        if opt_d is not None:
+            # Lightning counts every optimizer.step() as a global step; papers count iterations (G updates).
+            # The manual loop re-installs its counting hooks on every batch, so D's are detached here, per
+            # batch: trainer.max_steps, checkpoints every N steps and the schedules are all in iterations.
+            opt_d._on_before_step = _no_op
+            opt_d._on_after_step = _no_op
+        return opts[0], opt_d
+
+    def _schedulers(self):
+        scheds = self.lr_schedulers()
+        if scheds is None:
+            return []
+        return scheds if isinstance(scheds, list) else [scheds]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        step = self.global_step
+        lr, hr = self._prepare(batch["lr"]), self._prepare(batch["hr"])
+        opt_g, opt_d = self._optimizers()
+        gan = self.gan_active(step) and opt_d is not None
+        logs: dict[str, torch.Tensor] = {}
+
+        # ---- generator update (D frozen: its parameters get no gradient from G's adversarial term)
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
+        with self._autocast():
+            out = self.gen(lr)
+            sr = final_output(out)
+            terms: dict[str, torch.Tensor] = {}
+            if self.pixel_loss is not None and self.pixel_loss.weight:
+                terms["pixel"] = self.pixel_loss(out, hr)
+            if "perceptual" in self._frozen and self._frozen["perceptual"].weight:
+                terms["perceptual"] = self._frozen["perceptual"](self.to_unit(sr), self.to_unit(hr))
+            if gan:
+                real_logits = self.disc(hr).detach()
+                fake_logits = self.disc(sr)
+                terms["adversarial"] = self.adv_loss.generator_loss(real_logits, fake_logits)
+        weights = {"pixel": getattr(self.pixel_loss, "weight", 0.0),
+                   "perceptual": getattr(self._frozen.get("perceptual"), "weight", 0.0),
+                   "adversarial": getattr(self.adv_loss, "weight", 0.0)}
+        terms = {k: v.float() for k, v in terms.items()}
+        self._check_finite(step, {f"g/{k}": v for k, v in terms.items()})
+        g_loss = sum(float(weights[k]) * v for k, v in terms.items())
+        logs["g_grad_norm"] = self._backward_and_step("g", g_loss, opt_g, self.gen.parameters(), step)
+        if self.disc is not None:
+            self.disc.requires_grad_(True)
+        logs.update({f"g_{k}": v.detach() for k, v in terms.items()})
+        logs["g_loss"] = g_loss.detach()
+        self._update_ema()
+
+        # ---- discriminator update(s) on the same (detached) fake
+        if gan:
+            fake = sr.detach()
+            for _ in range(int(self.opt_cfg.get("d_steps_per_g", 1))):
+                with self._autocast():
+                    real_logits = self.disc(hr)
+                    fake_logits = self.disc(fake)
+                    d_loss = self.adv_loss.discriminator_loss(real_logits, fake_logits).float()
+                self._check_finite(step, {"d/adversarial": d_loss})
+                logs["d_grad_norm"] = self._backward_and_step("d", d_loss, opt_d, self.disc.parameters(), step)
+            logs["d_loss"] = d_loss.detach()
+            logs["d_real_mean"] = real_logits.detach().float().mean()
+            logs["d_fake_mean"] = fake_logits.detach().float().mean()
+            self._watch_discriminator(step, float(d_loss.detach()))
+
+        for sched in self._schedulers():
+            sched.step()
+        logs["lr_g"] = torch.tensor(opt_g.param_groups[0]["lr"])
+        if opt_d is not None:
+            logs["lr_d"] = torch.tensor(opt_d.param_groups[0]["lr"])
+        bar = {"g_loss", "d_loss"}
+        for key, value in logs.items():
+            self.log(f"train/{key}", value, prog_bar=key in bar, on_step=True, on_epoch=False,
+                     batch_size=lr.shape[0])
+
+    def _update_ema(self) -> None:
+        if self.gen_ema is None:
+            return
+        with torch.no_grad():
+            ema_params = list(self.gen_ema.parameters())
+            params = [p.detach() for p in self.gen.parameters()]
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
+            # Buffers (BatchNorm running statistics) are copied, not averaged, as BasicSR's model_ema does.
+            for b_ema, b in zip(self.gen_ema.buffers(), self.gen.buffers()):
+                b_ema.copy_(b)
+
+    def _watch_discriminator(self, step: int, d_loss: float) -> None:
+        threshold = float(self.opt_cfg.get("d_collapse_threshold", 1e-3))
+        patience = int(self.opt_cfg.get("d_collapse_steps", 200))
+        self._d_low_streak = self._d_low_streak + 1 if d_loss < threshold else 0
+        if self._d_low_streak == patience:
+            rank_zero_warn(
+                f"step {step}: discriminator loss has stayed below {threshold:g} for {patience} steps — D has won "
+                f"and G gets no useful adversarial gradient. Consider a lower module.d_optim.lr, label smoothing "
+                f"(loss.adversarial.label_smoothing=0.1) or a longer module.gan_start_step.")
+            self.log("train/d_collapsed", 1.0)
+
+    # ------------------------------------------------------------------ validation
+    @property
+    def eval_generator(self) -> nn.Module:
+        return self.gen_ema if self.gen_ema is not None else self.gen
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        with self._autocast():
+            sr = final_output(self.eval_generator(self._prepare(lr)))
+        sr = self.to_unit(sr.float()).clamp(0, 1).contiguous()
+        hr01, lr01 = self.to_unit(hr).clamp(0, 1), self.to_unit(lr).clamp(0, 1)
+        bicubic = imresize(lr01, scale=self.scale).clamp(0, 1)
+        self.val_metrics.update(sr, hr01)
+        self.val_bicubic.update(bicubic, hr01)
+        if batch_idx < int(self.opt_cfg.get("val_images", 2)):
+            self._save_grid(lr01, bicubic, sr, hr01, batch.get("name", [f"{batch_idx}"])[0])
+
+    def on_validation_epoch_end(self) -> None:
+        ours, bicubic = self.val_metrics.compute(), self.val_bicubic.compute()
+        for key, value in ours.items():
+            self.log(f"val/{key}", value, prog_bar=key == "psnr_y", sync_dist=False)
+        for key, value in bicubic.items():
+            self.log(f"val/bicubic_{key}", value)
+        self.log("val/psnr_y_gain", ours["psnr_y"] - bicubic["psnr_y"])
+        self.val_metrics.reset()
+        self.val_bicubic.reset()
+
+    def _save_grid(self, lr, bicubic, sr, hr, name: str) -> None:
+        """LR (nearest, to HR size) | bicubic | SR | HR, side by side, saved as PNG and sent to W&B."""
+        if self.output_dir is None or self.trainer.global_rank != 0:
+            return
+        from torchvision.utils import save_image
+
+        h, w = hr.shape[-2:]
+        lr_up = torch.nn.functional.interpolate(lr, size=(h, w), mode="nearest")
+        panels = [t[:1, :, :h, :w].float().cpu() for t in (lr_up, bicubic, sr, hr)]
+        grid = torch.cat(panels, dim=-1)
+        out_dir = self.output_dir / "images"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"step{self.global_step:07d}_{Path(str(name)).stem}.png"
+        save_image(grid, path)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key=f"val/{Path(str(name)).stem}", images=[str(path)],
+                                 caption=["LR | bicubic | SR | HR"], step=self.global_step)
+
+    # ------------------------------------------------------------------ checkpoint extras
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        checkpoint["grad_scalers"] = {k: s.state_dict() for k, s in self.scalers.items()}
+        checkpoint["d_low_streak"] = self._d_low_streak
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(states["numpy"])
+            random.setstate(states["python"])
+            if states.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+        for key, state in checkpoint.get("grad_scalers", {}).items():
+            if key in self.scalers:
+                self.scalers[key].load_state_dict(state)
+        self._d_low_streak = int(checkpoint.get("d_low_streak", 0))
