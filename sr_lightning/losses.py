@@ -112,32 +112,46 @@ def vgg19_weights_url() -> str:
     return VGG19_Weights.IMAGENET1K_V1.url
 
 
-def _vgg19_feature_stack() -> nn.Sequential:
-    """torchvision's ``vgg19().features`` (same layer indices, so its state dict keys load as-is),
-    without building the 100M-parameter classifier we never use."""
-    from torchvision.models.vgg import cfgs, make_layers
+def _vgg19_cfg() -> list:
+    from torchvision.models.vgg import cfgs
 
-    return make_layers(cfgs["E"], batch_norm=False)
-
-
-def _layer_names(features: nn.Sequential) -> list[str]:
-    """Paper names of the layers: conv{block}_{i}, relu{block}_{i}, pool{block}."""
-    names, block, conv = [], 1, 0
-    for layer in features:
-        if isinstance(layer, nn.Conv2d):
-            conv += 1
-            names.append(f"conv{block}_{conv}")
-        elif isinstance(layer, nn.ReLU):
-            names.append(f"relu{block}_{conv}")
-        else:
-            names.append(f"pool{block}")
-            block, conv = block + 1, 0
-    return names
+    return list(cfgs["E"])  # 64, 64, 'M', 128, 128, 'M', 256 x4, 'M', 512 x4, 'M', 512 x4, 'M'
 
 
 def vgg19_layer_names() -> list[str]:
-    """All layer names PerceptualLoss accepts, shallow to deep (conv1_1, relu1_1, ..., pool5)."""
-    return _layer_names(_vgg19_feature_stack())
+    """Names of ``vgg19().features[i]`` in order: conv{block}_{i}, relu{block}_{i}, pool{block}."""
+    names, block, conv = [], 1, 0
+    for entry in _vgg19_cfg():
+        if entry == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+    return names
+
+
+def _vgg19_features_up_to(last_index: int) -> nn.Sequential:
+    """torchvision's ``vgg19().features[: last_index + 1]`` with the same layer indices (so torchvision
+    state dict keys load as-is), built without the deeper layers and the 100M-parameter classifier."""
+    from torchvision.models.vgg import make_layers
+
+    cfg, layers = [], 0
+    for entry in _vgg19_cfg():
+        if layers > last_index:
+            break
+        cfg.append(entry)
+        layers += 1 if entry == "M" else 2  # conv + ReLU per channel entry
+    return make_layers(cfg, batch_norm=False)[: last_index + 1]
+
+
+def _init_like_torchvision(features: nn.Sequential) -> None:
+    # torchvision's VGG initialisation (He, fan-out): unlike nn.Conv2d's default it keeps activations
+    # from vanishing 16 layers deep, so random features still give losses and gradients of usable size.
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
 
 # ImageNet statistics the torchvision VGG19 weights were trained with (inputs in [0, 1]).
@@ -206,20 +220,21 @@ class PerceptualLoss(nn.Module):
         if not layers:
             raise ValueError("PerceptualLoss needs at least one layer, e.g. layers={conv5_4: 1.0}")
 
-        features = _vgg19_feature_stack()
-        names = _layer_names(features)
+        names = vgg19_layer_names()
         unknown = sorted(set(layers) - set(names))
         if unknown:
             raise ValueError(f"PerceptualLoss: unknown VGG19 layer(s) {unknown}; valid names: {', '.join(names)}")
         deepest = max(names.index(name) for name in layers)
-        features = features[: deepest + 1]
+        features = _vgg19_features_up_to(deepest)
         for layer in features:
             if isinstance(layer, nn.ReLU):
                 # torchvision's ReLUs are in-place: they would overwrite a tapped conv output (conv5_4).
                 layer.inplace = False
 
         state_dict, source = _resolve_vgg19_weights(weights_path or weights, weights_url)
-        if state_dict is not None:
+        if state_dict is None:
+            _init_like_torchvision(features)
+        else:
             _load_feature_weights(features, state_dict, source)
 
         self.features = features.requires_grad_(False).eval()
@@ -451,8 +466,14 @@ class AdversarialLoss(nn.Module):
         return (0.5 * self._bce(real - fake.mean(), real_target), 0.5 * self._bce(fake - real.mean(), 0.0))
 
     def _bce(self, x: Tensor, target: float) -> Tensor:
-        if self.logits or self.kind == "ragan":
+        if self.logits:
             return F.binary_cross_entropy_with_logits(x, torch.full_like(x, target))
+        # logits=False paired with a logit D would be silently wrong after the clamp below.
+        if bool((x < 0).any() or (x > 1).any()):
+            raise ValueError(
+                "AdversarialLoss(logits=False) got discriminator outputs outside [0, 1]: the discriminator "
+                "returns logits. Set loss.adversarial.logits=true, or give the discriminator a sigmoid output."
+            )
         # Probabilities: written out rather than F.binary_cross_entropy, which autocast rejects.
         p = x.clamp(self._PROB_EPS, 1.0 - self._PROB_EPS)
         return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean()

@@ -33,6 +33,17 @@ from sr_lightning.ops.imresize import imresize
 log = logging.getLogger(__name__)
 
 
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from_plain(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["name"], keys, state["pos"], state["has_gauss"], state["cached"]
+
+
 def _no_op() -> None:
     return None
 
@@ -43,7 +54,9 @@ class NonFiniteLossError(FloatingPointError):
 
 def _as_plain(cfg: DictConfig | dict) -> dict:
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        # Hydra's own node (present when composed with return_hydra_config) is not part of the run config.
+        keys = [k for k in cfg.keys() if k != "hydra"]
+        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
     return dict(cfg)
 
 
@@ -188,6 +201,8 @@ class SRModule(pl.LightningModule):
             scaler.update()
         else:
             optimizer.step()
+        # Free the gradients right away: memory between updates, and G's step then provably leaves D untouched.
+        optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
     def _optimizers(self):
@@ -341,7 +356,8 @@ class SRModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            # numpy's state as plain tensors/ints: Lightning loads checkpoints with weights_only=True
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
@@ -352,7 +368,7 @@ class SRModule(pl.LightningModule):
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])
-            np.random.set_state(states["numpy"])
+            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
             random.setstate(states["python"])
             if states.get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])

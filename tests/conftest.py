@@ -51,3 +51,32 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def compose_train(overrides: list[str] | None = None, config_name: str = "train", output_dir: Path | None = None):
+    """Compose a config exactly as the CLI would (Hydra runtime values included), without running it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def compose():
+    return compose_train
+
+
+# Overrides that make any training preset tiny enough for a CPU test.
+TINY = [
+    "trainer.max_steps=2", "trainer.val_check_interval=2", "batch_size=2", "crop=32", "scale=4",
+    "logger=csv", "callbacks=none", "precision=32-true",
+]

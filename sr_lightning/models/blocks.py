@@ -20,6 +20,7 @@ __all__ = [
     "UPSAMPLE_MODES",
     "check_choice",
     "check_scale",
+    "check_positive",
     "upsample_factors",
     "make_activation",
     "make_output_activation",
@@ -79,7 +80,7 @@ def make_activation(name: str, negative_slope: float = 0.2) -> nn.Module:
     PReLU has one shared slope (PyTorch's default, as in the common SRGAN reimplementations). Nothing is
     in-place: several blocks reuse their input for a skip connection after the activation ran.
     """
-    key = check_choice("activation", "activation", name, ACTIVATIONS)
+    key = check_choice("make_activation", "activation", name, ACTIVATIONS)
     if key == "prelu":
         return nn.PReLU()
     if key == "leakyrelu":
@@ -91,7 +92,7 @@ def make_activation(name: str, negative_slope: float = 0.2) -> nn.Module:
 
 def make_output_activation(name: str | None) -> nn.Module:
     """Output non-linearity: none (linear, [0,1] targets) | sigmoid | tanh ([-1,1] targets)."""
-    key = check_choice("output_activation", "output_activation", "none" if name is None else name,
+    key = check_choice("make_output_activation", "output_activation", "none" if name is None else name,
                        OUTPUT_ACTIVATIONS)
     if key == "sigmoid":
         return nn.Sigmoid()
@@ -204,7 +205,7 @@ class TransposedConvUpsample(nn.Sequential):
 def make_upsampler(mode: str, channels: int, scale: int, activation: str | None,
                    batch_norm: bool = False) -> nn.Sequential:
     """Feature upsampler by name: subpixel | nearest | transposed."""
-    key = check_choice("upsampler", "upsample", mode, UPSAMPLE_MODES)
+    key = check_choice("make_upsampler", "upsample", mode, UPSAMPLE_MODES)
     if key == "subpixel":
         return SubPixelUpsample(channels, scale, activation, batch_norm)
     if key == "nearest":

@@ -1,0 +1,120 @@
+"""The command line as users type it: help, composition of every preset, bad-config messages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from conftest import REPO_ROOT, compose_train
+from sr_lightning.cli import COMMANDS, main
+from sr_lightning.config import ConfigError, validate_train_config
+
+MODEL_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "model").glob("*.yaml"))
+EXPERIMENTS = sorted(str(p.relative_to(REPO_ROOT / "conf" / "experiment").with_suffix(""))
+                     for p in (REPO_ROOT / "conf" / "experiment").rglob("*.yaml"))
+
+
+def test_help_lists_commands_and_groups(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert f"  {command}" in out
+    for group in ("model", "gen", "disc", "loss", "data", "trainer", "logger", "experiment"):
+        assert f"  {group}" in out
+    assert "srgan" in out and "quickstart" in out
+
+
+def test_unknown_command_is_one_clear_line(capsys):
+    assert main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'" in err and "train" in err
+
+
+@pytest.mark.parametrize("preset", MODEL_PRESETS)
+def test_every_model_preset_composes_validates_and_builds(preset, tmp_path):
+    cfg = compose_train([f"model={preset}"], output_dir=tmp_path)
+    validate_train_config(cfg)
+    assert cfg.model_name == preset
+    gen_cls = get_class(cfg.gen._target_)
+    assert cfg.scale in gen_cls.supported_scales
+    if cfg.disc is not None:
+        assert cfg.loss.adversarial is not None
+        get_class(cfg.disc._target_)
+    # the short keys reach the nested config
+    assert cfg.data.crop == cfg.crop and cfg.module.g_optim.lr == cfg.lr and cfg.gen.scale == cfg.scale
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], output_dir=tmp_path)
+    validate_train_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_short_keys_are_interpolated(tmp_path):
+    cfg = compose_train(["model=srgan", "crop=128", "lr=1e-5", "gen.blocks=8", "disc.blocks=4", "scale=2",
+                         "batch_size=4"], output_dir=tmp_path)
+    assert cfg.data.crop == 128 and cfg.data.scale == 2 and cfg.data.batch_size == 4
+    assert cfg.module.g_optim.lr == 1e-5 and cfg.module.d_optim.lr == 1e-5
+    assert cfg.gen.blocks == 8 and cfg.disc.blocks == 4 and cfg.gen.scale == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["scale=3", "crop=100"], "crop"),
+        (["gen.blocks=0"], "gen.blocks"),
+        (["model=srgan", "disc.blocks=-1"], "disc.blocks"),
+        (["lr=-1"], "lr"),
+        (["color=y"], "gen.in_channels"),
+        (["precision=fp8"], "precision"),
+        (["model=lapsrn", "scale=3"], "scale"),
+    ],
+)
+def test_invalid_values_name_the_key(overrides, key, tmp_path):
+    cfg = compose_train(overrides, output_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(cfg)
+    assert info.value.key == key
+    assert "allowed" in str(info.value) or "supports" in str(info.value) or "needs" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "scale=3", "crop=100"], "crop: got 100, not divisible by scale=3"),
+        (["train", "model=nosuchmodel"], "Could not find 'model/nosuchmodel'"),
+        (["train", "lr_rate=1e-4"], "lr_rate"),
+    ],
+)
+def test_bad_config_fails_before_training_without_traceback(cli, tmp_path, args, expected):
+    result = cli(*args, f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert expected in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_cfg_job_prints_composed_config(cli, tmp_path):
+    result = cli("train", "model=srgan", "crop=128", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.crop == 128 and cfg.gen._target_.endswith("SRResNet") and cfg.disc._target_
+
+
+@pytest.mark.slow
+def test_srgan_without_vgg_weights_stops_before_training(cli, tmp_path):
+    """The real SRGAN recipe needs ImageNet VGG19; offline it must say where to put it and what else to use."""
+    result = cli("train", "model=srgan", "crop=128", f"hydra.run.dir={tmp_path}",
+                 env={"TORCH_HOME": str(tmp_path / "torch_home")})
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "vgg19" in output.lower() and str(tmp_path / "torch_home") in output
+    assert "srgan_mse" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "checkpoints").exists()

@@ -1,0 +1,174 @@
+"""SRModule: G/D alternation, iteration counting, EMA, NaN guard, resume (on tiny in-memory data)."""
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import compose_train
+from sr_lightning.callbacks import SRCheckpoint
+from sr_lightning.checkpoint import AtomicCheckpointIO, load_generator
+from sr_lightning.module import NonFiniteLossError, SRModule
+from sr_lightning.ops.imresize import imresize
+
+TINY_GAN = ["~data", "model=srgan_mse", "gen.blocks=1", "gen.channels=8", "disc.blocks=2", "disc.channels=8",
+            "disc.dense_features=16", "scale=2", "crop=16", "batch_size=2", "module.ema_decay=0.5"]
+
+
+class SmoothPairs(Dataset):
+    """Fixed, smooth HR images and their MATLAB-bicubic LR: deterministic, so runs can be compared."""
+
+    def __init__(self, n: int = 4, size: int = 16, scale: int = 2, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        base = torch.rand(n, 3, size // 4, size // 4, generator=g)
+        self.hr = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+        self.lr = imresize(self.hr, scale=1 / scale).clamp(0, 1)
+
+    def __len__(self):
+        return len(self.hr)
+
+    def __getitem__(self, i):
+        return {"lr": self.lr[i], "hr": self.hr[i], "name": f"img{i}"}
+
+
+class TinyData(pl.LightningDataModule):
+    def __init__(self, n: int = 4, batch_size: int = 2):
+        super().__init__()
+        self.n, self.batch_size = n, batch_size
+
+    def train_dataloader(self):
+        return DataLoader(SmoothPairs(self.n), batch_size=self.batch_size, shuffle=False)
+
+    def val_dataloader(self):
+        return DataLoader(SmoothPairs(1, seed=1), batch_size=1)
+
+
+def build(tmp_path, overrides=(), max_steps=2, every=1, base=TINY_GAN):
+    cfg = compose_train([*base, f"trainer.max_steps={max_steps}", *overrides], output_dir=tmp_path)
+    module = SRModule(cfg, output_dir=str(tmp_path))
+    ckpt = SRCheckpoint(tmp_path / "checkpoints", every_n_steps=every)
+    trainer = pl.Trainer(max_steps=max_steps, logger=False, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=1, val_check_interval=max_steps, check_val_every_n_epoch=None,
+                         accelerator="cpu", devices=1, enable_checkpointing=False)
+    return module, trainer
+
+
+def snapshot(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def changed(before, net):
+    return any(not torch.equal(before[k], v) for k, v in net.state_dict().items() if v.is_floating_point())
+
+
+def test_gan_alternation_updates_both_networks_and_freezes_d_during_g(tmp_path):
+    pl.seed_everything(0)
+    module, trainer = build(tmp_path, max_steps=3)
+    g0, d0 = snapshot(module.gen), snapshot(module.disc)
+    seen = []
+    original = module._backward_and_step
+
+    def spy(name, loss, optimizer, params, step):
+        if name == "g":  # during G's update D must be frozen and receive no gradient
+            seen.append((all(not p.requires_grad for p in module.disc.parameters()),
+                         all(p.grad is None for p in module.disc.parameters())))
+        return original(name, loss, optimizer, params, step)
+
+    module._backward_and_step = spy
+    trainer.fit(module, datamodule=TinyData())
+    assert changed(g0, module.gen) and changed(d0, module.disc)
+    assert seen and all(frozen and no_grad for frozen, no_grad in seen)
+    # global_step counts iterations (one G update each), not optimizer steps
+    assert trainer.global_step == 3
+    assert all(p.requires_grad for p in module.disc.parameters())
+
+
+def test_gan_start_step_delays_the_discriminator(tmp_path):
+    module, trainer = build(tmp_path, ["module.gan_start_step=5"], max_steps=2)
+    d0 = snapshot(module.disc)
+    trainer.fit(module, datamodule=TinyData())
+    assert not changed(d0, module.disc)
+
+
+def test_ema_tracks_parameters_and_buffers(tmp_path):
+    module, trainer = build(tmp_path, max_steps=2, base=["~data", "model=srresnet", "gen.blocks=1", "gen.channels=8",
+                                                         "scale=2", "crop=16", "module.ema_decay=0.5"])
+    assert module.disc is None and module.gen_ema is not None
+    trainer.fit(module, datamodule=TinyData())
+    decay = module.ema_decay
+    # after 2 updates with decay 0.5 the EMA lies strictly between the initial and the current weights
+    for (name, p_ema), p in zip(module.gen_ema.named_parameters(), module.gen.parameters()):
+        assert not torch.equal(p_ema, p), name
+        break
+    for b_ema, b in zip(module.gen_ema.buffers(), module.gen.buffers()):  # BN running stats copied
+        assert torch.equal(b_ema, b)
+    assert 0 < decay < 1
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_checkpoint(tmp_path):
+    module, trainer = build(tmp_path, max_steps=4, every=1)
+    calls = {"n": 0}
+    real_forward = module.pixel_loss.forward
+
+    def poisoned(sr, hr):
+        calls["n"] += 1
+        value = real_forward(sr, hr)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    module.pixel_loss.forward = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"step 2: loss term 'g/pixel' is nan"):
+        trainer.fit(module, datamodule=TinyData())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert load_generator(last).net is not None
+
+
+def test_checkpoint_holds_config_ema_and_no_vgg(tmp_path):
+    module, trainer = build(tmp_path, max_steps=2)
+    trainer.fit(module, datamodule=TinyData())
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    keys = checkpoint["state_dict"].keys()
+    assert any(k.startswith("gen_ema.") for k in keys) and any(k.startswith("disc.") for k in keys)
+    assert checkpoint["hyper_parameters"]["cfg"]["gen"]["blocks"] == 1
+    assert "rng_states" in checkpoint and len(checkpoint["optimizer_states"]) == 2
+    loaded = load_generator(tmp_path / "checkpoints" / "last.ckpt")
+    assert loaded.used_ema and loaded.scale == 2
+    x = torch.rand(1, 3, 5, 7)
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(x), module.gen_ema(x), atol=1e-6)
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert list((tmp_path / "images").glob("*.png"))
+
+
+def test_resume_reproduces_weights(tmp_path):
+    """2N steps straight == N steps, stop, resume from last.ckpt for N more (G, D, EMA, optimizers)."""
+    pl.seed_everything(0)
+    straight, trainer = build(tmp_path / "a", max_steps=4)
+    trainer.fit(straight, datamodule=TinyData(n=4, batch_size=2))
+
+    pl.seed_everything(0)
+    first, trainer = build(tmp_path / "b", max_steps=2)
+    trainer.fit(first, datamodule=TinyData(n=4, batch_size=2))
+    pl.seed_everything(123)  # a different RNG state must not matter: the checkpoint restores it
+    resumed, trainer = build(tmp_path / "b", max_steps=4)
+    trainer.fit(resumed, datamodule=TinyData(n=4, batch_size=2), ckpt_path=str(tmp_path / "b" / "checkpoints" / "last.ckpt"))
+    assert trainer.global_step == 4
+    for name in ("gen", "disc", "gen_ema"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=0, rtol=0), f"{name}.{key}"
+
+
+def test_lr_schedule_is_iteration_based(tmp_path):
+    module, trainer = build(tmp_path, ["module.scheduler.kind=multistep", "module.scheduler.milestones=[2]",
+                                       "module.scheduler.gamma=0.1", "lr=1e-3"], max_steps=3)
+    trainer.fit(module, datamodule=TinyData())
+    opt_g, opt_d = module.optimizers()
+    assert math.isclose(opt_g.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
+    assert math.isclose(opt_d.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
