@@ -22,6 +22,7 @@ class SRCheckpoint(Callback):
         self.best_score = -math.inf * self.sign
         self.best_step: int | None = None
         self._last_saved_step: int | None = None
+        self.last_validated_step: int | None = None
 
     @property
     def last_path(self) -> Path:
@@ -44,6 +45,7 @@ class SRCheckpoint(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
+        self.last_validated_step = trainer.global_step
         score = float(trainer.callback_metrics[self.monitor])
         if math.isfinite(score) and self.sign * score > self.sign * self.best_score:
             self.best_score, self.best_step = score, trainer.global_step

@@ -52,6 +52,10 @@ def validate_train_config(cfg: DictConfig) -> None:
     supported = _supported_scales(cfg)
     if supported and scale not in supported:
         raise ConfigError("scale", f"got {scale}; gen={_get(cfg, 'gen._target_')} supports {list(supported)}")
+    target = str(_get(cfg, "gen._target_", default=""))
+    if target.startswith("sr_lightning.models.interpolation."):
+        raise ConfigError("model", f"gen={target.rsplit('.', 1)[-1]} is an interpolation baseline with nothing to "
+                          f"train; evaluate it instead: python -m sr_lightning eval model=bicubic data=set5")
     _positive_int(cfg, "crop")
     crop = _get(cfg, "crop")
     if crop % scale:

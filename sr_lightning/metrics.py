@@ -21,12 +21,15 @@ Where we differ from torchmetrics' defaults, and why:
   full SSIM map and average only its valid part (the map cropped by 5 px is exactly the valid region).
 * Its variances are clamped at 0, MATLAB's are not; in float64 this changes nothing measurable.
 
-Grayscale images: an HR with one channel, or three identical channels (e.g. Set14 img_003 loaded as RGB),
-is scored on its own grey values, not on Y (Y of a grey image would compress it to 16-235 and inflate PSNR).
-An RGB SR of a grayscale HR is reduced to grey with the BT.601 luma weights on full range
+Grayscale images: an image stored as a single-channel file (Set14 img_003) is scored on its own grey values,
+not on Y (Y of a grey image compresses it to 16-235 and inflates PSNR). Whether a file is grey is a property of
+the file, not of the pixels: Set14 img_010 is an RGB file whose channels are all equal, and the published
+numbers score it on Y like any RGB image (scoring it on its grey values would move its PSNR by 1.3 dB). So
+callers say ``gray=True`` (``eval`` reads it from the HR file's header); by default only 1-channel tensors are
+grey. An RGB SR of a grey HR is reduced to grey with the BT.601 luma weights on full range
 (0.299 R + 0.587 G + 0.114 B, MATLAB ``rgb2gray``), rounded: exactly the channel value when the SR's channels
 are equal (bicubic, replicated outputs), the usual grey conversion otherwise. ``psnr_rgb``/``ssim_rgb`` of a
-grayscale HR compare all SR channels against the replicated grey HR (for a 1-channel SR: the grey values).
+grey image compare all SR channels against the grey HR replicated (for a 1-channel SR: the grey values).
 1-channel SR and HR (``color: y`` models that score their Y output directly) are scored on their own values.
 """
 from __future__ import annotations
@@ -34,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -100,14 +103,15 @@ def ssim(a: Tensor, b: Tensor) -> float:
     return float(valid.mean())
 
 
-def _is_gray(x: Tensor) -> bool:
-    return x.shape[0] == 1 or (torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]))
+def _gray_values(x: Tensor) -> Tensor:
+    return x if x.shape[0] == 1 else _rgb_to_gray_uint8_values(x)
 
 
-def image_metrics(sr: Tensor, hr: Tensor, crop_border: int) -> dict[str, float]:
+def image_metrics(sr: Tensor, hr: Tensor, crop_border: int, gray: bool | None = None) -> dict[str, float]:
     """Paper-convention metrics of one image: ``dict(psnr_y, ssim_y, psnr_rgb, ssim_rgb)``.
 
     ``sr`` and ``hr`` are (C,H,W) tensors in [0,1] with C = 3 (RGB) or 1 (grey / Y) and equal sizes.
+    ``gray``: the HR file is a grayscale image (score grey values, not Y); ``None`` = HR has one channel.
     """
     if sr.ndim != 3 or hr.ndim != 3:
         raise ValueError(f"image_metrics: expected (C,H,W) tensors, got sr {tuple(sr.shape)}, hr {tuple(hr.shape)}")
@@ -116,7 +120,9 @@ def image_metrics(sr: Tensor, hr: Tensor, crop_border: int) -> dict[str, float]:
                          "the HR must be mod-cropped to the scale and the model must upscale by exactly that scale")
     if sr.shape[0] not in (1, 3) or hr.shape[0] not in (1, 3):
         raise ValueError(f"image_metrics: expected 1 or 3 channels, got sr {sr.shape[0]}, hr {hr.shape[0]}")
-    if sr.shape[0] == 1 and hr.shape[0] == 3 and not _is_gray(to_uint8_values(hr)):
+    if gray is None:
+        gray = hr.shape[0] == 1
+    if sr.shape[0] == 1 and hr.shape[0] == 3 and not gray:
         raise ValueError("image_metrics: 1-channel SR against an RGB HR; merge the Y output with bicubic CbCr "
                          "(sr_lightning.ops.color.ycbcr2rgb) before scoring")
     crop_border = int(crop_border)
@@ -129,11 +135,9 @@ def image_metrics(sr: Tensor, hr: Tensor, crop_border: int) -> dict[str, float]:
     if sr8.shape[-1] == 0 or sr8.shape[-2] == 0:
         raise ValueError(f"image_metrics: crop_border={crop_border} removes the whole {tuple(sr.shape[-2:])} image")
 
-    if _is_gray(hr8):
-        hr_gray = hr8[:1]
-        sr_gray = sr8 if sr8.shape[0] == 1 else _rgb_to_gray_uint8_values(sr8)
-        sr_y, hr_y = sr_gray, hr_gray
-        sr_rgb, hr_rgb = sr8, hr_gray.expand_as(sr8)
+    if gray:
+        sr_y, hr_y = _gray_values(sr8), _gray_values(hr8)
+        sr_rgb, hr_rgb = sr8, hr_y.expand_as(sr8)
     else:
         sr_y, hr_y = rgb_to_y_uint8_values(sr8), rgb_to_y_uint8_values(hr8)
         sr_rgb, hr_rgb = sr8, hr8
@@ -166,12 +170,13 @@ class SRMetrics(Metric):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, sr: Tensor, hr: Tensor) -> None:  # type: ignore[override]
+    def update(self, sr: Tensor, hr: Tensor, gray: Sequence[bool] | Tensor | None = None) -> None:  # type: ignore[override]
+        """``gray``: per image, whether its HR file is grayscale (see the module docstring); default: 1-channel HR."""
         if sr.ndim != 4 or hr.ndim != 4 or sr.shape[0] != hr.shape[0]:
             raise ValueError(f"SRMetrics.update: expected (N,C,H,W) batches of equal N, "
                              f"got sr {tuple(sr.shape)}, hr {tuple(hr.shape)}")
         for i in range(sr.shape[0]):
-            values = image_metrics(sr[i], hr[i], self.crop_border)
+            values = image_metrics(sr[i], hr[i], self.crop_border, None if gray is None else bool(gray[i]))
             if self.lpips is not None:
                 values["lpips"] = lpips_value(self.lpips, sr[i], hr[i], self.crop_border)
             for key in self._keys:

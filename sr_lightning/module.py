@@ -287,10 +287,14 @@ class SRModule(pl.LightningModule):
     def _update_ema(self) -> None:
         if self.gen_ema is None:
             return
+        # Warm-up as in TF/timm EMA: the effective decay ramps up as (1+n)/(10+n), so a short run is not
+        # evaluated on weights that are still mostly the random initialisation.
+        n = self.global_step
+        decay = min(self.ema_decay, (1.0 + n) / (10.0 + n))
         with torch.no_grad():
             ema_params = list(self.gen_ema.parameters())
             params = [p.detach() for p in self.gen.parameters()]
-            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
             # Buffers (BatchNorm running statistics) are copied, not averaged, as BasicSR's model_ema does.
             for b_ema, b in zip(self.gen_ema.buffers(), self.gen.buffers()):
                 b_ema.copy_(b)

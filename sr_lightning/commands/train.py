@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,8 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def write_summary(output_dir: Path, **fields: Any) -> None:
-    path = output_dir / "summary.json"
+def write_summary(run_dir: Path, **fields: Any) -> None:
+    path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(fields, indent=2, default=float))
     tmp.replace(path)
@@ -191,11 +192,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
               flush=True)
 
     started = time.time()
+    # The EMA copy of G is in eval mode on purpose (it is never trained); Lightning's notice about it is noise.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
     metrics = _final_metrics(trainer)
-    if "val/psnr_y" not in metrics or checkpointer.best_step != trainer.global_step:
+    if checkpointer.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # final numbers at the final step
         metrics = _final_metrics(trainer)
     return {

@@ -1,0 +1,239 @@
+"""`python -m sr_lightning upscale ckpt=<path> input=<file or folder> output=<folder or file>`.
+
+Super-resolves every image of `input` with a training checkpoint (`ckpt=`), exported weights with their
+sidecar (`weights=<file>.safetensors|.pt|.onnx`), or bare weights plus the preset they were trained with
+(`weights=<file>.safetensors model=<preset> scale=<n>`). Any size (`tile=<px>|auto` bounds the memory),
+gray/RGB/RGBA, 8 or 16 bit, EXIF orientation applied; the output keeps the input's channels and bit depth and
+its format comes from the extension. Existing files are never replaced unless `overwrite=true`.
+See conf/upscale.yaml for every key.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("sr_lightning.upscale")
+
+
+class UpscaleError(RuntimeError):
+    """A problem with the command's arguments; printed as one `error:` line naming the key or file."""
+
+
+# --- model ----------------------------------------------------------------------------------------------------
+
+def load_model(cfg: DictConfig):
+    """The generator named by ``ckpt=`` or ``weights=`` -> `sr_lightning.checkpoint.LoadedGenerator`."""
+    from sr_lightning.checkpoint import CheckpointError, LoadedGenerator, load_generator
+    from sr_lightning.commands.export import (ExportError, build_from_config, load_exported, load_safetensors_into,
+                                              sidecar_path)
+
+    ckpt, weights = cfg.get("ckpt"), cfg.get("weights")
+    if bool(ckpt) == bool(weights):
+        raise UpscaleError("give exactly one of ckpt=<run>/checkpoints/best.ckpt or weights=<exported file>"
+                           + (" (got both)" if ckpt else ""))
+    try:
+        if ckpt:
+            return load_generator(Path(str(ckpt)).expanduser(), use_ema=bool(cfg.get("use_ema", True)))
+        path = Path(str(weights)).expanduser()
+        if not path.is_file():
+            raise UpscaleError(f"weights={path}: file not found")
+        if sidecar_path(path).is_file():
+            return load_exported(path)
+        if path.suffix.lower() != ".safetensors":
+            raise UpscaleError(f"weights={path}: no sidecar {sidecar_path(path).name} next to it; export the "
+                               f"model with `python -m sr_lightning export`, or give bare .safetensors weights "
+                               f"with model=<preset>")
+        gen = cfg.get("gen")
+        if not gen:
+            raise UpscaleError(f"weights={path} has no {sidecar_path(path).name} sidecar, so the architecture "
+                               f"is unknown: add model=<preset> (the conf/model preset it was trained with, e.g. "
+                               f"model=srresnet) and scale=<n>")
+        gen = OmegaConf.to_container(gen, resolve=True)
+        net = build_from_config(gen, f"model preset gen={gen.get('_target_')}")
+        preset = _choice("model") or "?"
+        load_safetensors_into(net, path, f"model={preset} (gen={gen.get('_target_')}, scale={cfg.scale})")
+        plain = {"gen": gen, "scale": int(cfg.scale), "color": str(cfg.color),
+                 "value_range": [float(v) for v in cfg.value_range], "model_name": preset}
+        return LoadedGenerator(net=net.eval(), scale=int(cfg.scale), value_range=tuple(plain["value_range"]),
+                               color=plain["color"], cfg=plain, source=str(path), used_ema=False,
+                               meta={"name": preset})
+    except (CheckpointError, ExportError) as err:
+        raise UpscaleError(str(err)) from err
+
+
+def _choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except Exception:  # called outside a Hydra run (tests, notebooks)
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise UpscaleError(f"device: got {name!r}; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UpscaleError(f"device={name}: no CUDA GPU is available; use device=cpu")
+    return device
+
+
+def resolve_run_options(cfg: DictConfig, device: torch.device, eager: bool) -> tuple[str, torch.dtype | None, bool]:
+    """(precision name, autocast dtype or None, channels_last) with the same `auto` rules as training."""
+    from sr_lightning.commands.train import resolve_precision
+    from sr_lightning.config import ConfigError
+
+    try:
+        name, amp, channels_last = resolve_precision(str(cfg.get("precision", "auto")),
+                                                     "gpu" if device.type == "cuda" else "cpu",
+                                                     cfg.get("channels_last", "auto"))
+    except ConfigError as err:
+        raise UpscaleError(str(err)) from err
+    if not eager:  # TorchScript / ONNX graphs run as exported, in fp32
+        return "32-true", None, False
+    return name, (getattr(torch, amp) if amp else None), channels_last
+
+
+def _tile_option(cfg: DictConfig) -> tuple[int | str | None, int]:
+    tile, overlap = cfg.get("tile"), cfg.get("tile_overlap", 16)
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
+        raise UpscaleError(f"tile_overlap: got {overlap!r}; allowed: an integer >= 0 (input pixels)")
+    if tile is None or tile == "auto":
+        return tile, overlap
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 2 * overlap:
+        raise UpscaleError(f"tile: got {tile!r}; allowed: null, auto, or an integer > 2 * tile_overlap "
+                           f"= {2 * overlap} (input pixels per tile)")
+    return tile, overlap
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+def find_inputs(value: Any) -> tuple[list[Path], bool]:
+    """(image files, whether `input` is a folder)."""
+    from sr_lightning.data.imageio import SUPPORTED_EXTENSIONS, is_image_file
+
+    if not value:
+        raise UpscaleError("input: missing; give input=<image file or folder of images>")
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+        if not files:
+            raise UpscaleError(f"input={path}: no images in this folder (extensions: {', '.join(SUPPORTED_EXTENSIONS)})")
+        return files, True
+    if path.is_file():
+        if not is_image_file(path):
+            raise UpscaleError(f"input={path}: unsupported extension '{path.suffix}'; readable: "
+                               f"{', '.join(SUPPORTED_EXTENSIONS)}")
+        return [path], False
+    raise UpscaleError(f"input={path}: no such file or folder")
+
+
+def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, overwrite: bool) -> list[Path]:
+    """Output file per input; refuses (before any work) to replace existing files unless ``overwrite``."""
+    from sr_lightning.data.imageio import SUPPORTED_EXTENSIONS
+
+    if not output:
+        raise UpscaleError("output: missing; give output=<folder> (or output=<file.png> for a single input)")
+    out = Path(str(output)).expanduser()
+    if ext:
+        ext = "." + str(ext).lower().lstrip(".")
+        if ext not in SUPPORTED_EXTENSIONS:
+            raise UpscaleError(f"ext: got {ext!r}; allowed: {', '.join(e.lstrip('.') for e in SUPPORTED_EXTENSIONS)}")
+    as_file = not input_is_dir and out.suffix != "" and not out.is_dir()
+    if as_file:
+        if out.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            raise UpscaleError(f"output={out}: cannot write '{out.suffix}' images; use one of "
+                               f"{', '.join(SUPPORTED_EXTENSIONS)} (or give a folder)")
+        targets = [out]
+    else:
+        if out.is_file():
+            raise UpscaleError(f"output={out} is a file but input={inputs[0].parent if input_is_dir else inputs[0]} "
+                               f"needs a folder; give output=<folder>")
+        targets = [out / f"{p.stem}{ext or p.suffix.lower()}" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, targets):
+        if dst in seen:
+            raise UpscaleError(f"{seen[dst].name} and {src.name} would both be written to {dst}; "
+                               f"rename one of them or drop ext=")
+        seen[dst] = src
+        if dst.resolve() == src.resolve():
+            raise UpscaleError(f"{dst} would replace its own input; choose another output= folder")
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        listed = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise UpscaleError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; pass overwrite=true to "
+                           f"replace {'it' if len(existing) == 1 else 'them'}, or choose another output=")
+    return targets
+
+
+# --- command --------------------------------------------------------------------------------------------------
+
+def run(cfg: DictConfig) -> int:
+    from tqdm import tqdm
+
+    from sr_lightning.data.imageio import ImageReadError, read_image, write_image
+    from sr_lightning.inference import Upscaler
+
+    inputs, input_is_dir = find_inputs(cfg.get("input"))
+    targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), bool(cfg.get("overwrite")))
+    tile, overlap = _tile_option(cfg)
+    loaded = load_model(cfg)
+    eager = not (isinstance(loaded.net, torch.jit.ScriptModule) or type(loaded.net).__name__ == "OnnxGenerator")
+    device = resolve_device(cfg.get("device", "auto")) if type(loaded.net).__name__ != "OnnxGenerator" else torch.device("cpu")
+    precision, amp, channels_last = resolve_run_options(cfg, device, eager)
+    try:
+        upscaler = Upscaler(loaded, tile=tile, tile_overlap=overlap, autocast_dtype=amp, channels_last=channels_last,
+                            device=device, window=str(cfg.get("window", "cosine")))
+    except ValueError as err:
+        raise UpscaleError(str(err)) from err
+    tile_note = {None: "untiled"}.get(upscaler.tile, f"tile {upscaler.tile}px, overlap {overlap}px")
+    print(f"{loaded.name}: x{upscaler.scale} {upscaler.color.upper()} model on {device} ({precision}, {tile_note}"
+          f"{', channels_last' if channels_last else ''}), {len(inputs)} image(s)", flush=True)
+
+    start, done, failed, mp_in, mp_out = time.perf_counter(), 0, 0, 0.0, 0.0
+    for src, dst in zip(inputs, targets):
+        try:
+            image = read_image(src)
+        except ImageReadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        height, width = image.shape[:2]
+        with tqdm(total=upscaler.tiles_for(height, width), desc=src.name, unit="tile", leave=False,
+                  disable=not cfg.get("progress", True), file=sys.stderr, dynamic_ncols=True) as bar:
+            try:
+                result = upscaler.upscale(image, on_tile=lambda i, n: bar.update(1))
+            except ValueError as err:  # e.g. a generator whose output is not scale x its input
+                raise UpscaleError(f"{src}: {err}") from err
+        try:
+            write_image(dst, result)
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        done += 1
+        mp_in += height * width / 1e6
+        mp_out += result.shape[0] * result.shape[1] / 1e6
+    seconds = time.perf_counter() - start
+    where = targets[0] if len(targets) == 1 else targets[0].parent
+    print(f"upscaled {done} image(s) x{upscaler.scale}: {mp_in:.2f} MP in -> {mp_out:.2f} MP out in {seconds:.1f} s "
+          f"({mp_out / max(seconds, 1e-9):.2f} MP/s)" + (f", {failed} failed" if failed else "") + f" -> {where}")
+    return 1 if failed else 0
+
+
+def main(cfg: DictConfig) -> int:
+    try:
+        return run(cfg)
+    except UpscaleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
