@@ -1,7 +1,6 @@
 """SRDataModule, sources, pairing, cache and augmentation: tiny images made in tmp_path."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -417,3 +416,47 @@ def test_benchmark_config_reads_shared_layout(benchmarks_dir):
     assert len(batches) == 14
     for b in batches:
         assert b["hr"].shape[-2] == 3 * b["lr"].shape[-2] and b["hr"].shape[-1] == 3 * b["lr"].shape[-1]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# prepare (sub-images)
+# ------------------------------------------------------------------------------------------------------------
+
+def test_prepare_cuts_aligned_subimages_used_for_training(tmp_path):
+    from sr_lightning.commands.prepare import prepare_source, tile_starts
+
+    assert tile_starts(100, 48, 24, 0) == [0, 24, 48, 52]
+    assert tile_starts(40, 48, 24, 0) == []
+    hr_dir, lr_dir = _paired_folders(tmp_path, n=2, size=(100, 76))
+    source = FolderSource(hr_dir, lr_dir)
+    hr_out, lr_out, total = prepare_source(source, 4, 48, 24, 0, workers=1)
+    assert hr_out == tmp_path / "HR_sub" and lr_out == tmp_path / "LR_sub"
+    # 100 x 76 -> cropped to 96 x 72 (multiples of 24): rows at 0, 24, 48; columns at 0, 24
+    assert total == 2 * 3 * 2 == len(list(hr_out.glob("*.png"))) == len(list(lr_out.glob("*.png")))
+    records = source.records(4, "train")  # subimages=auto picks the prepared folders for training ...
+    assert len(records) == total and records[0].hr_path.parent == hr_out
+    assert len(source.records(4, "val")) == 2  # ... but never for validation
+    full_hr = read_rgb_uint8(hr_dir / "0000.png")
+    full_lr = read_rgb_uint8(lr_dir / "0000x4.png")
+    for record in records[:6]:
+        sub_hr, sub_lr = read_rgb_uint8(record.hr_path), read_rgb_uint8(record.lr_path)
+        assert sub_hr.shape == (48, 48, 3) and sub_lr.shape == (12, 12, 3)
+        hits = [(y, x) for y in range(0, 53, 4) for x in range(0, 29, 4)
+                if np.array_equal(full_hr[y:y + 48, x:x + 48], sub_hr)]
+        assert len(hits) == 1
+        y, x = hits[0]
+        np.testing.assert_array_equal(full_lr[y // 4: y // 4 + 12, x // 4: x // 4 + 12], sub_lr)
+    # LR sub-images of another scale are never paired with them.
+    from sr_lightning.data.datasets import _prepared
+
+    assert _prepared(hr_out, lr_out, 4) and not _prepared(hr_out, lr_out, 2)
+
+
+@pytest.mark.slow
+def test_prepare_command_through_cli(tmp_path, cli):
+    _hr_folder(tmp_path / "HR", n=1, size=(100, 76))
+    result = cli("prepare", "data=folder", f"data.hr_dir={tmp_path / 'HR'}", "prepare.crop_size=48",
+                 "prepare.step=24", "prepare.workers=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 sub-images in" in result.stdout
+    assert (tmp_path / "HR_sub" / ".prepared.json").is_file()

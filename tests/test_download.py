@@ -229,3 +229,15 @@ def test_download_command_main_reports_offline_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: cannot download http://127.0.0.1:9/benchmark.tar")
     assert str(tmp_path / "downloads" / "benchmark.tar") in err
+
+
+@pytest.mark.slow
+def test_download_cli_offline_and_nothing_to_download(tmp_path, cli):
+    result = cli("download", "data=set5", f"paths.data_dir={tmp_path}", "download.retries=0",
+                 "download.progress=false", "data.download.files.benchmark.url=http://127.0.0.1:9/benchmark.tar",
+                 f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert "error: cannot download http://127.0.0.1:9/benchmark.tar" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = cli("download", "data=sample", f"hydra.run.dir={tmp_path / 'run2'}")
+    assert result.returncode == 0 and "nothing to download" in result.stdout

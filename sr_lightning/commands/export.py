@@ -1,7 +1,7 @@
 """`python -m sr_lightning export ckpt=<path> format=safetensors|onnx|torchscript`.
 
 Exports the generator of a training checkpoint (its EMA copy when the checkpoint has one) and writes a
-JSON *sidecar* next to the file (`<name>.json`), so `upscale` (and anyone else) can use it without the
+JSON *sidecar* next to the file (`<file name>.json`, e.g. `best.safetensors.json`), so `upscale` (and anyone else) can use it without the
 training code's checkpoint:
 
 ```json
@@ -25,9 +25,11 @@ sizes against PyTorch (ONNX through onnxruntime when it is installed; within 1e-
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -60,7 +62,10 @@ class ExportError(RuntimeError):
 # --- sidecar --------------------------------------------------------------------------------------------------
 
 def sidecar_path(weights: str | os.PathLike) -> Path:
-    return Path(weights).with_suffix(".json")
+    """`best.safetensors` -> `best.safetensors.json`: the full name, so the three formats exported from one
+    checkpoint (best.safetensors, best.onnx, best.pt) each keep their own sidecar side by side."""
+    weights = Path(weights)
+    return weights.with_name(weights.name + ".json")
 
 
 def _sha256(path: Path) -> str:
@@ -218,6 +223,14 @@ def load_safetensors_into(net: nn.Module, path: Path, what: str) -> None:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
             break
+    own = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        key, theirs, ours = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise ExportError(f"{path}: weights do not fit {what}: {key} has shape {list(theirs)} in the file but "
+                          f"{list(ours)} in the model{more}; pick the preset/options the weights were trained "
+                          f"with (e.g. gen.channels=, gen.blocks=)")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ExportError(f"{path}: weights do not match {what} (missing {sorted(missing)[:3]}, unexpected "
@@ -276,13 +289,30 @@ def onnx_exporter(choice: str) -> str:
     return choice
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The ONNX exporters print progress and log every optimiser rewrite at INFO, which Hydra's stdout logging
+    would show: silence both for the call (errors still raise)."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    sink = io.StringIO()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its deprecation
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def export_onnx(loaded, out: Path, opset: int, exporter: str) -> None:
     model = FinalOutput(loaded.net).eval()
     example = _example(loaded, CHECK_SIZES[0])
     names = {"input_names": [IO_NAMES[0]], "output_names": [IO_NAMES[1]]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
+    with _quiet_exporter():
         if exporter == "dynamo":
             dims = {2: torch.export.Dim("height", min=4), 3: torch.export.Dim("width", min=4)}
             torch.onnx.export(model, (example,), str(out), dynamo=True, dynamic_shapes=(dims,),
