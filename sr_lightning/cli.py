@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = COMMANDS[name]
     os.environ.setdefault("WANDB_SILENT", "true")
+    if name == "train" and {"-m", "--multirun"} & set(argv) and not any(a.startswith("logger=") for a in argv):
+        # Sweeps log to W&B (offline unless WANDB_MODE says otherwise) so the dashboard can compare the jobs.
+        argv = [*argv, "logger=wandb"]
     if command.config is None:
         module = importlib.import_module(f"sr_lightning.commands.{command.module}")
         return int(module.run(argv) or 0)

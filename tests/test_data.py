@@ -460,3 +460,21 @@ def test_prepare_command_through_cli(tmp_path, cli):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "6 sub-images in" in result.stdout
     assert (tmp_path / "HR_sub" / ".prepared.json").is_file()
+
+
+def test_folder_config_for_train_val_and_eval(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    hr_dir, lr_dir = _paired_folders(tmp_path, n=2)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        unset = compose("download", overrides=["data=folder"])
+        cfg = compose("download", overrides=["data=folder", f"data.hr_dir={hr_dir}", f"data.lr_dir={lr_dir}",
+                                             "crop=16", "batch_size=2"])
+    with pytest.raises(DatasetError, match=r"data\.hr_dir is not set.*data=folder data\.hr_dir=PATH"):
+        instantiate(unset.data).setup("fit")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["hr"].shape == (2, 3, 16, 16)
+    dm.setup("test")
+    assert [b["name"][0] for b in dm.test_dataloader()] == ["0000", "0001"]

@@ -201,12 +201,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpointer.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # final numbers at the final step
         metrics = _final_metrics(trainer)
-    return {
+    summary = {
         "status": "completed", "error": None, "output_dir": str(output_dir),
         "global_step": int(trainer.global_step), "seconds": round(time.time() - started, 1),
         "final": metrics, "best": {"val/psnr_y": checkpointer.best_score, "step": checkpointer.best_step},
         "params": params, "precision": str(cfg.precision), "model": str(cfg.model_name),
     }
+    try:
+        from sr_lightning.wandb_utils import log_final_summary
+    except ImportError:  # the W&B helpers are optional
+        pass
+    else:
+        log_final_summary(trainer.loggers, summary)
+    return summary
 
 
 def main(cfg: DictConfig) -> int:

@@ -119,7 +119,8 @@ class Upscaler:
         colour_channels = channels - 1 if has_alpha else channels
         s, (lo, hi) = self.scale, self.value_range
 
-        rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, :colour_channels])).permute(2, 0, 1).float() / maxval
+        # np.array copies: decoded arrays may be read-only, which torch.from_numpy warns about.
+        rgb = torch.from_numpy(np.array(image[:, :, :colour_channels])).permute(2, 0, 1).float() / maxval
         if colour_channels == 1:
             rgb = rgb.expand(3, height, width)
         chroma = None
@@ -128,7 +129,7 @@ class Upscaler:
             net_input, chroma = ycc[:1], ycc[1:]
         else:
             net_input = rgb
-        alpha = (torch.from_numpy(np.ascontiguousarray(image[:, :, -1]))[None].float() / maxval) if has_alpha else None
+        alpha = (torch.from_numpy(np.array(image[:, :, -1]))[None].float() / maxval) if has_alpha else None
         x = (net_input * (hi - lo) + lo)[None] if (lo, hi) != (0.0, 1.0) else net_input[None].contiguous()
 
         out = np.empty((height * s, width * s, channels), dtype=image.dtype)
@@ -141,8 +142,8 @@ class Upscaler:
                 sr = (sr - lo) / (hi - lo)
             if chroma is not None:
                 sr = ycbcr2rgb(torch.cat([sr, bicubic_rows(chroma, s, row, stop)]))
-            if colour_channels == 1:
-                sr = sum(w * c for w, c in zip(_LUMA, sr))[None]
+            if colour_channels == 1:  # luma of the RGB the network would have shown (so clamp first)
+                sr = sum(w * c for w, c in zip(_LUMA, sr.clamp(0.0, 1.0)))[None]
             out[row:stop, :, :colour_channels] = _quantise(sr, maxval, image.dtype)
             if alpha is not None:
                 out[row:stop, :, -1:] = _quantise(bicubic_rows(alpha, s, row, stop), maxval, image.dtype)
