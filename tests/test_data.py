@@ -478,3 +478,16 @@ def test_folder_config_for_train_val_and_eval(tmp_path):
     assert next(iter(dm.train_dataloader()))["hr"].shape == (2, 3, 16, 16)
     dm.setup("test")
     assert [b["name"][0] for b in dm.test_dataloader()] == ["0000", "0001"]
+
+
+def test_datasets_survive_pickling_for_spawned_workers(tmp_path):
+    import pickle
+
+    _hr_folder(tmp_path / "hr", n=1)
+    dm = _dm(FolderSource(tmp_path / "hr"), FolderSource(tmp_path / "hr"))
+    dm.setup("fit")
+    clone = pickle.loads(pickle.dumps(dm.train_set))
+    dm.train_set.reseed(3)
+    clone.reseed(3)
+    assert torch.equal(dm.train_set[0]["hr"], clone[0]["hr"]) and torch.equal(dm.train_set[1]["lr"], clone[1]["lr"])
+    assert torch.equal(pickle.loads(pickle.dumps(dm.val_set))[0]["lr"], dm.val_set[0]["lr"])

@@ -136,7 +136,7 @@ def test_gray_images_are_scored_on_their_own_values():
     as_rgb = image_metrics(_u8(sr).expand(3, -1, -1), _u8(hr).expand(3, -1, -1), 2)
     assert as_rgb["psnr_y"] - one["psnr_y"] == pytest.approx(20 * math.log10(255 / 219), abs=0.1)
     # An RGB SR of a grey HR is reduced to grey with the luma weights (0.299, 0.587, 0.114), rounded.
-    sr_rgb = torch.stack([_u8(sr[0]), _u8(sr[0]) * 0 + 0.5, _u8(sr[0])])
+    sr_rgb = torch.stack([_u8(sr[0]), _u8(np.full_like(sr[0], 100)), _u8(sr[0])])
     expected_gray = torch.floor(sr_rgb.mul(255).mul(torch.tensor([0.299, 0.587, 0.114],
                                 dtype=torch.float64)[:, None, None]).sum(0, keepdim=True) + 0.5) / 255
     assert image_metrics(sr_rgb, _u8(hr), 2, gray=True)["psnr_y"] == pytest.approx(

@@ -1,0 +1,160 @@
+"""Weights & Biases for runs and sweeps: offline by default, one group per sweep, a final results table.
+
+`conf/logger/wandb.yaml` builds the logger with `wandb_logger(...)`:
+* mode: offline unless `logger.wandb.offline=false` or `WANDB_MODE=online` says otherwise, so a fresh
+  machine needs no account; `wandb sync <run dir>/wandb/offline-run-*` uploads later.
+* group: the jobs of one sweep share the group `sweep_group_name(<sweep dir>)` (e.g. `2024-05-01_12-30-00`,
+  prefixed by the experiment: `ablation-gen_blocks_2024-05-01_12-30-00`), so the dashboard shows them side by
+  side; a single run has no group unless `logger.wandb.group=...` names one.
+* the run folder is `<run dir>/wandb/` (or `$WANDB_DIR` when set), beside checkpoints and metrics.csv.
+
+The train command logs the flattened config (`gen.blocks`, `crop`, `lr`, ... as config keys), the module
+logs metrics and image grids, and `log_final_summary` adds the final numbers and a results table at the end.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+ONLINE_MODES = ("online", "run")
+OFFLINE_MODES = ("offline", "dryrun")
+# Config keys of the results table: the columns of the reports' tables.
+TABLE_CONFIG_KEYS = ("model_name", "gen.blocks", "disc.blocks", "crop", "lr", "trainer.max_steps")
+TABLE_METRICS = ("val/psnr_y", "val/ssim_y", "val/bicubic_psnr_y", "val/bicubic_ssim_y", "val/psnr_rgb", "val/ssim_rgb")
+
+
+def resolve_mode(offline: bool | None) -> str:
+    """W&B mode: an explicit `offline` wins, then WANDB_MODE, then offline (no account needed)."""
+    if offline is not None:
+        return "offline" if offline else "online"
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ONLINE_MODES:
+        return "online"
+    if env == "disabled":
+        return "disabled"
+    return "offline"
+
+
+def sweep_group_name(sweep_dir: str | Path, experiment: str | None = None) -> str:
+    """Group shared by the jobs of one sweep: `<experiment>_<date>_<time>` from `.../multirun/<date>/<time>`."""
+    sweep_dir = Path(sweep_dir)
+    stamp = f"{sweep_dir.parent.name}_{sweep_dir.name}" if sweep_dir.parent.name else sweep_dir.name
+    return f"{experiment.replace('/', '-')}_{stamp}" if experiment else stamp
+
+
+def _hydra_run_info() -> dict[str, Any]:
+    """What the Hydra job knows about itself (empty outside a Hydra job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return {}
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    return {
+        "multirun": hydra_cfg.mode == RunMode.MULTIRUN,
+        "output_dir": output_dir,
+        # <sweep dir>/<job num>: the parent of the job dir is the sweep dir (`hydra.sweep.dir` itself may
+        # hold a `${now:...}` that a job would resolve to its own start time).
+        "sweep_dir": output_dir.parent,
+        "job_num": hydra_cfg.job.get("num"),
+        "override_dirname": hydra_cfg.job.get("override_dirname") or "",
+        "experiment": hydra_cfg.runtime.choices.get("experiment"),
+        "model": hydra_cfg.runtime.choices.get("model"),
+    }
+
+
+def _finish_stale_run() -> None:
+    """A run still open when the next job of a sequential sweep starts belongs to a job that failed."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        if "status" not in wandb.run.summary.keys():
+            wandb.run.summary["status"] = "failed"
+        wandb.finish(exit_code=1)
+
+
+def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: str | None = None,
+                 offline: bool | None = None, save_dir: str | None = None, job_type: str = "train",
+                 tags: Iterable[str] | None = None, log_model: bool = False, **kwargs: Any):
+    """A Lightning WandbLogger with this project's defaults (see the module docstring).
+
+    `name`/`group`/`save_dir` left `None` are derived from the Hydra job: name `<model>-<overrides>`,
+    the sweep's group in a multirun, the run directory.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    info = _hydra_run_info()
+    mode = resolve_mode(offline)
+    if log_model and mode != "online":
+        raise ValueError("logger.wandb.log_model needs an online run (checkpoints are uploaded); "
+                         "set logger.wandb.offline=false or keep log_model=false")
+    if group is None and info.get("multirun"):
+        group = sweep_group_name(info["sweep_dir"], info.get("experiment"))
+    if name is None and info:
+        name = info.get("model") or "run"
+        if info.get("override_dirname"):
+            name = f"{name}-{info['override_dirname']}"
+        if info.get("multirun"):
+            name = f"{info['job_num']}-{name}"
+        name = name[:128]
+    if save_dir is None:
+        save_dir = os.environ.get("WANDB_DIR") or (str(info["output_dir"]) if info else None)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+    _finish_stale_run()
+    # `offline=False` keeps Lightning from forcing WANDB_MODE=dryrun process-wide; the mode goes to wandb.init.
+    return WandbLogger(project=project, name=name, group=group, save_dir=save_dir, job_type=job_type,
+                       tags=list(tags or []), log_model=log_model, offline=False, mode=mode, **kwargs)
+
+
+def _wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
+    if "lightning.pytorch.loggers.wandb" not in sys.modules:
+        return []  # no WandbLogger was ever built in this process
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return []
+    return [logger for logger in loggers or [] if isinstance(logger, WandbLogger)]
+
+
+def results_row(config: dict[str, Any], summary: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """One row of the final results table: the reports' config columns, then the final metrics."""
+    final = summary.get("final") or {}
+    params = summary.get("params") or {}
+    columns = ["model", "gen.blocks", "disc.blocks", "crop", "lr", "steps", "status", "global_step",
+               *[m.removeprefix("val/") for m in TABLE_METRICS], "best_psnr_y", "params_gen", "params_disc"]
+    model = summary.get("model") or config.get("model_name")
+    row = [model, config.get("gen.blocks"), config.get("disc.blocks"), config.get("crop"), config.get("lr"),
+           config.get("trainer.max_steps"), summary.get("status"), summary.get("global_step"),
+           *[final.get(m) for m in TABLE_METRICS], (summary.get("best") or {}).get("val/psnr_y"),
+           params.get("gen"), params.get("disc")]
+    return columns, row
+
+
+def log_final_summary(loggers: Iterable[Any], summary: dict[str, Any]) -> None:
+    """At the end of a run: final numbers into the W&B summary, a one-row `final_results` table, then close
+    the run (the next job of a sequential sweep starts its own). No-op without a WandbLogger."""
+    for logger in _wandb_loggers(loggers):
+        run = logger.experiment
+        flat: dict[str, Any] = {"status": summary.get("status"), "global_step": summary.get("global_step"),
+                                "seconds": summary.get("seconds")}
+        flat.update({f"final/{k}": v for k, v in (summary.get("final") or {}).items()})
+        flat.update({f"best/{k}": v for k, v in (summary.get("best") or {}).items()})
+        flat.update({f"params/{k}": v for k, v in (summary.get("params") or {}).items()})
+        run.summary.update({k: v for k, v in flat.items() if v is not None})
+        columns, row = results_row(dict(run.config), summary)
+        logger.log_table(key="final_results", columns=columns, data=[row])
+        run.finish()
+
+
+def log_failure(error: str) -> None:
+    """Mark the open W&B run (if any) as failed with the one-line error, and close it. Safe to call always."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    wandb.run.summary.update({"status": "failed", "error": error})
+    wandb.finish(exit_code=1)
