@@ -61,7 +61,9 @@ def _hydra_run_info() -> dict[str, Any]:
         # hold a `${now:...}` that a job would resolve to its own start time).
         "sweep_dir": output_dir.parent,
         "job_num": hydra_cfg.job.get("num"),
-        "override_dirname": hydra_cfg.job.get("override_dirname") or "",
+        # The job's own overrides, minus the logger choice the CLI adds to sweeps and Hydra's own settings.
+        "overrides": [str(o) for o in hydra_cfg.overrides.task
+                      if not str(o).lstrip("+~").startswith(("logger=", "logger.", "hydra."))],
         "experiment": hydra_cfg.runtime.choices.get("experiment"),
         "model": hydra_cfg.runtime.choices.get("model"),
     }
@@ -95,8 +97,8 @@ def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: 
         group = sweep_group_name(info["sweep_dir"], info.get("experiment"))
     if name is None and info:
         name = info.get("model") or "run"
-        if info.get("override_dirname"):
-            name = f"{name}-{info['override_dirname']}"
+        if info.get("overrides"):
+            name = f"{name}-{','.join(info['overrides'])}"
         if info.get("multirun"):
             name = f"{info['job_num']}-{name}"
         name = name[:128]
@@ -106,8 +108,13 @@ def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: 
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     _finish_stale_run()
     # `offline=False` keeps Lightning from forcing WANDB_MODE=dryrun process-wide; the mode goes to wandb.init.
-    return WandbLogger(project=project, name=name, group=group, save_dir=save_dir, job_type=job_type,
-                       tags=list(tags or []), log_model=log_model, offline=False, mode=mode, **kwargs)
+    logger = WandbLogger(project=project, name=name, group=group, save_dir=save_dir, job_type=job_type,
+                         tags=list(tags or []), log_model=log_model, offline=False, mode=mode, **kwargs)
+    # Lightning always passes `anonymous=None`, which current wandb answers with a deprecation warning per run.
+    init_args = getattr(logger, "_wandb_init", {})
+    if init_args.get("anonymous") is None:
+        init_args.pop("anonymous", None)
+    return logger
 
 
 def _wandb_loggers(loggers: Iterable[Any]) -> list[Any]:

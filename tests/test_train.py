@@ -73,3 +73,28 @@ def test_thirty_steps_on_sample_data_lower_the_pixel_loss(tmp_path):
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.7 * first, (first, last)
+
+
+RESUME = ["model=srgan_mse", "disc.blocks=2", "disc.channels=8", "disc.dense_features=16", "gen.blocks=1",
+          "gen.channels=8", "crop=32", "batch_size=2", "trainer.limit_val_batches=0", "callbacks=none",
+          "precision=32-true", "checkpoint_every_n_steps=1", "module.ema_decay=0.9"]
+
+
+@pytest.mark.slow
+def test_resume_auto_through_the_cli_reproduces_a_straight_run(cli, tmp_path):
+    """2N steps straight == N steps, stop, `resume=auto` for N more: G, D, EMA, optimizers, data stream."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli("train", *RESUME, "trainer.max_steps=4", f"hydra.run.dir={straight}").returncode == 0
+    assert cli("train", *RESUME, "trainer.max_steps=2", f"hydra.run.dir={split}").returncode == 0
+    result = cli("train", *RESUME, "trainer.max_steps=4", "resume=auto", f"hydra.run.dir={split}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stdout
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        for pid, state in opt_a["state"].items():
+            assert torch.equal(state["exp_avg"], opt_b["state"][pid]["exp_avg"])

@@ -255,9 +255,15 @@ def _training_started(output_dir: Path) -> bool:
 
 
 def _is_user_error(err: BaseException) -> bool:
+    """Errors about the user's input or environment: one line, even after training started."""
+    from sr_lightning.checkpoint import CheckpointError
+    from sr_lightning.data.datasets import DatasetError
+    from sr_lightning.data.imageio import ImageReadError
+    from sr_lightning.losses import MissingWeightsError
     from sr_lightning.module import NonFiniteLossError
 
-    return isinstance(err, (ConfigError, SetupError, NonFiniteLossError, FileNotFoundError))
+    return isinstance(err, (ConfigError, SetupError, NonFiniteLossError, FileNotFoundError, CheckpointError,
+                            DatasetError, ImageReadError, MissingWeightsError))
 
 
 def _one_line(err: BaseException) -> str:

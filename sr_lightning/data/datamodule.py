@@ -32,6 +32,7 @@ from sr_lightning.data.datasets import (
     filter_too_small,
 )
 from sr_lightning.data.degradations import RandomDegradation
+from sr_lightning.data.sampling import StreamDataset, StreamSampler
 
 log = logging.getLogger(__name__)
 
@@ -247,18 +248,18 @@ class SRDataModule(pl.LightningDataModule):
             raise DatasetError(self._no_train_message())
         if self.train_set is None:
             self.setup("fit")
-        drop_last = len(self.train_set) >= self.batch_size
-        return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=drop_last,
-            num_workers=self.num_workers, pin_memory=self._pin(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            # Shuffling (and the workers' base seeds) follow the run seed, distinct per DDP rank.
-            generator=torch.Generator().manual_seed(self.seed + 7919 * self._rank()),
-        )
-
-    def _rank(self) -> int:
+        # A numbered sample stream (sr_lightning.data.sampling): sample k's image and random crop/flip/rotation
+        # come from (seed, k) alone, so resuming at step N continues exactly where a straight run would be,
+        # whatever the number of workers, and DDP ranks split each global batch like one process would.
         trainer = getattr(self, "trainer", None)
-        return int(getattr(trainer, "global_rank", 0) or 0) if trainer is not None else 0
+        rank, world, step = (trainer.global_rank, trainer.world_size, trainer.global_step) if trainer else (0, 1, 0)
+        sampler = StreamSampler(len(self.train_set), self.batch_size, rank=rank, world_size=world)
+        sampler.start_at(step)
+        return DataLoader(
+            StreamDataset(self.train_set, seed=self.seed), batch_size=self.batch_size, sampler=sampler,
+            drop_last=False, num_workers=self.num_workers, pin_memory=self._pin(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
 
     def _eval_loader(self, dataset) -> DataLoader | list:
         if dataset is None:

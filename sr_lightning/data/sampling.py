@@ -15,7 +15,7 @@ import hashlib
 from typing import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 
 def sample_seed(seed: int, k: int) -> int:
@@ -54,18 +54,24 @@ class StreamDataset(Dataset):
         return self.base[self._index(k)]
 
 
-class StreamSampler(Sampler[int]):
+class StreamSampler(DistributedSampler):
     """Yields global sample numbers for one rank: one Lightning epoch = `batches_per_epoch` batches.
 
     Call `start_at(global_step)` before iterating after a resume; consecutive iterations continue the stream.
+    It is a DistributedSampler (without its constructor) so that Lightning's DDP set-up keeps it as it is
+    instead of wrapping it in another sampler that would reshard the stream.
     """
 
     def __init__(self, dataset_len: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  batches_per_epoch: int | None = None):
+        self.num_replicas, self.epoch, self.shuffle = int(world_size), 0, False
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         per_step = self.batch_size * self.world_size
         self.batches_per_epoch = int(batches_per_epoch or max(dataset_len // per_step, 1))
         self._next_step = 0
+
+    def set_epoch(self, epoch: int) -> None:  # the stream position, not the epoch, decides the samples
+        self.epoch = epoch
 
     def start_at(self, step: int) -> None:
         self._next_step = int(step)

@@ -1,0 +1,317 @@
+"""Blind MOS study: the page is self-contained and blind, a headless Chromium rater fills it in, and
+`mos score` recovers exactly the scores entered."""
+from __future__ import annotations
+
+import base64
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr_lightning.commands import mos
+
+METHODS = ("bicubic", "esrgan", "hr")
+
+
+def _texture(h, w, seed):
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 120, np.uint8)
+    y, x = rng.integers(0, h - 16), rng.integers(0, w - 16)
+    img[y:y + 16, x:x + 16] = rng.integers(0, 256, (16, 16, 3))  # the one textured spot
+    return img
+
+
+def _study_folder(root: Path, pictures=3, size=(40, 48), nested="Set5") -> Path:
+    base = root / "eval" / nested
+    for m, method in enumerate(METHODS):
+        (base / method).mkdir(parents=True)
+        for p in range(pictures):
+            img = _texture(*size, seed=p).astype(int) + m  # methods differ slightly
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(base / method / f"img{p}.png")
+    (base / "lr").mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(base / "lr" / "img0.png")  # inputs are no method
+    return root / "eval"
+
+
+def _decode(src: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+
+
+def _page_data(page: Path) -> dict:
+    text = page.read_text()
+    match = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', text, re.S)
+    return json.loads(match.group(1))
+
+
+def test_prepare_writes_a_blind_self_contained_page(tmp_path):
+    root = _study_folder(tmp_path)
+    page, key_file, summary = mos.prepare(root, crop=16)
+    assert page == root / "mos.html" and key_file == root / "mos.key.json"
+    assert summary["items"] == 3 and summary["methods"] == sorted(METHODS)
+    text = page.read_text()
+    # self-contained: nothing is fetched (the CSP forbids it too) and no method name leaks into the page
+    assert not re.search(r"(src|href)=[\"']?(https?:|//|file:)", text)
+    assert "default-src 'none'" in text
+    readable = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    for method in METHODS:
+        assert not re.search(rf"\b{method}\b", readable, re.I), method
+    data, key = _page_data(page), json.loads(key_file.read_text())
+    assert data["study"] == key["study"]
+    page_keys = [c["key"] for item in data["items"] for c in item["crops"]]
+    assert sorted(page_keys) == sorted(key["keys"]) and len(set(page_keys)) == 9
+    # the same crop of each method, on the textured spot of the reference
+    for item in data["items"]:
+        crops = {key["keys"][c["key"]]["method"]: _decode(c["src"]) for c in item["crops"]}
+        assert {k: v.shape for k, v in crops.items()} == {m: (16, 16, 3) for m in METHODS}
+        y, x, size, _ = key["keys"][item["crops"][0]["key"]]["crop"]
+        for method in METHODS:
+            source = np.asarray(Image.open(root / "Set5" / method / f"{item['id'].split('/')[-1]}.png"))
+            np.testing.assert_array_equal(crops[method], source[y:y + size, x:x + size])
+        assert crops["hr"].std() > 10  # on the textured spot, not the flat background
+
+
+def test_prepare_options_and_errors(tmp_path):
+    root = _study_folder(tmp_path)
+    page, _, summary = mos.prepare(root, output=tmp_path / "p" / "study.html", crop=16,
+                                   methods=["esrgan", "bicubic"], include_hr=False, crops_per_image=2)
+    assert page.with_name("study.key.json").is_file()
+    assert summary["methods"] == ["bicubic", "esrgan"] and summary["items"] == 6
+    mos.prepare(root, crop=16)
+    with pytest.raises(mos.MosError, match="overwrite=true"):
+        mos.prepare(root, crop=16)
+    with pytest.raises(mos.MosError, match="nope"):
+        mos.prepare(root, crop=16, methods=["nope"], overwrite=True)
+    with pytest.raises(mos.MosError, match="two or more methods"):
+        mos.prepare(tmp_path / "p", crop=16)
+
+
+def test_prepare_rejects_a_single_method(tmp_path):
+    root = _study_folder(tmp_path)
+    with pytest.raises(mos.MosError, match="two or more methods"):
+        mos.prepare(root, crop=16, methods=["esrgan"], include_hr=False)
+
+
+def _score_file(path: Path, study: str, rater: str, scores: dict[str, int]) -> Path:
+    path.write_text(json.dumps({"study": study, "rater": rater, "scores": [
+        {"key": k, "score": v, "item": "x"} for k, v in scores.items()]}))
+    return path
+
+
+def test_score_unblinds_and_gives_a_t_interval(tmp_path, capsys):
+    root = _study_folder(tmp_path)
+    _, key_file, _ = mos.prepare(root, crop=16)
+    key = json.loads(key_file.read_text())
+    by_method = {m: [k for k, v in key["keys"].items() if v["method"] == m] for m in METHODS}
+    planned = {"hr": [5, 4, 5], "esrgan": [4, 3, 4], "bicubic": [1, 2, 2]}
+    rater1 = {k: planned[m][i] for m, ks in by_method.items() for i, k in enumerate(ks)}
+    rater2 = {k: min(5, v + 1) for k, v in rater1.items()}
+    f1 = _score_file(tmp_path / "a.json", key["study"], "ann", rater1)
+    f2 = _score_file(tmp_path / "b.json", key["study"], "bob", rater2)
+    result = mos.score([f1, f2], key=str(key_file))
+    assert list(result["methods"]) == ["hr", "esrgan", "bicubic"]  # best first
+    for m in METHODS:
+        values = planned[m] + [min(5, v + 1) for v in planned[m]]
+        s = result["methods"][m]
+        assert s["n"] == 6 and s["mos"] == pytest.approx(np.mean(values))
+        # t(0.975, 5) = 2.5706 (statistical tables)
+        assert s["ci_half_width"] == pytest.approx(2.5706 * np.std(values, ddof=1) / np.sqrt(6), rel=1e-4)
+    # the key file is found by study id when it is in the current folder
+    os.chdir(root)
+    assert mos.run(["score", str(f1), str(f2), f"output={tmp_path / 'mos.csv'}"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"hr\s+6\s+4\.83\s+\[", out)
+    rows = list(csv.DictReader(open(tmp_path / "mos.csv")))
+    assert [r["method"] for r in rows] == ["hr", "esrgan", "bicubic"]
+
+
+def test_score_errors_name_the_file(tmp_path, capsys):
+    root = _study_folder(tmp_path)
+    _, key_file, _ = mos.prepare(root, crop=16)
+    study = json.loads(key_file.read_text())["study"]
+    some_key = next(iter(json.loads(key_file.read_text())["keys"]))
+    bad = _score_file(tmp_path / "bad.json", study, "x", {some_key: 7})
+    assert mos.run(["score", str(bad), f"key={key_file}"]) == 1
+    assert "bad.json" in capsys.readouterr().err
+    other = _score_file(tmp_path / "other.json", "0000", "x", {some_key: 3})
+    assert mos.run(["score", str(other), f"key={key_file}"]) == 1
+    assert "study" in capsys.readouterr().err
+    lost = _score_file(tmp_path / "lost.json", "ffff", "x", {some_key: 3})
+    assert mos.run(["score", str(lost)]) == 1
+    assert "key=" in capsys.readouterr().err
+
+
+# --- the page in a real browser ---------------------------------------------------------------------------------
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("the MOS browser test needs Chromium (Debian: apt-get install -y chromium); none found on PATH")
+
+
+class DevTools:
+    """Minimal Chrome DevTools Protocol client over --remote-debugging-pipe (fds 3/4, NUL-separated JSON):
+    no websocket library and no network port needed."""
+
+    def __init__(self, executable: str, profile: Path, timeout: float = 60.0):
+        self.timeout = timeout
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+
+        def wire_fds():  # runs in the child: the pipe ends become fds 3 (commands in) and 4 (replies out)
+            a = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+            b = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                 f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        self.log = open(profile.parent / "chromium.log", "wb")
+        self.process = subprocess.Popen([executable, *flags], stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=self.log, close_fds=False, preexec_fn=wire_fds)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer, self._next_id, self.events = b"", 0, []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for reply in self._read(deadline):
+                if reply.get("id") == self._next_id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply.get("result", {})
+                self.events.append(reply)
+
+    def _read(self, deadline: float) -> list[dict]:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.process.poll() is not None:
+                raise TimeoutError(f"no reply from Chromium (exit code {self.process.poll()})")
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("Chromium closed the DevTools pipe")
+                self._buffer += chunk
+        *messages, self._buffer = self._buffer.split(b"\0")
+        return [json.loads(m) for m in messages if m]
+
+    def evaluate(self, session: str, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                "awaitPromise": True}, session)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def click(self, session: str, selector: str) -> None:
+        """A real mouse click in the middle of the element (after scrolling it into view)."""
+        x, y = self.evaluate(session, f"""(() => {{
+            const e = document.querySelector({json.dumps(selector)});
+            e.scrollIntoView({{block: "center"}});
+            const r = e.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2]; }})()""")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "clickCount": 1}, session)
+
+    def wait_for(self, session: str, expression: str, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.evaluate(session, expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"page never got {what}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except Exception:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self.log.close()
+
+
+def _wait_for_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [p for p in folder.glob(f"*{suffix}") if not p.name.endswith(".crdownload")]
+        if done:
+            time.sleep(0.2)  # let the browser finish renaming/flushing
+            return done[0]
+        time.sleep(0.1)
+    raise TimeoutError(f"no {suffix} download appeared in {folder}")
+
+
+@pytest.mark.slow
+def test_a_rater_in_headless_chromium_is_scored_exactly(tmp_path):
+    executable = _chromium()
+    root = _study_folder(tmp_path, pictures=3)
+    page, key_file, _ = mos.prepare(root, crop=16)
+    key = json.loads(key_file.read_text())["keys"]
+    # what our rater thinks of each method (varies with the picture so the CI is not degenerate)
+    taste = {"hr": (5, 4, 5), "esrgan": (4, 3, 3), "bicubic": (1, 2, 1)}
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser = DevTools(executable, tmp_path / "profile")
+    try:
+        browser.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        target = browser.send("Target.createTarget", {"url": page.as_uri()})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.wait_for(session, "!!(window.mosStudy && window.mosStudy.ready)", "ready")
+        keys = browser.evaluate(session, "Array.from(document.querySelectorAll('input[value=\"1\"]'))"
+                                         ".map(i => i.dataset.key)")
+        assert sorted(keys) == sorted(key)  # every crop is on the page once
+        items = sorted({v["item"] for v in key.values()})
+        entered = {}
+        for k in keys:
+            method, item = key[k]["method"], key[k]["item"]
+            entered[k] = taste[method][items.index(item)]
+            browser.click(session, f'input[data-key="{k}"][value="{entered[k]}"]')
+        browser.click(session, "#rater")
+        browser.send("Input.insertText", {"text": "Ada Lovelace"}, session)
+        assert browser.evaluate(session, "document.getElementById('progress').textContent") == "9 / 9 rated"
+        browser.click(session, "#export-json")
+        json_file = _wait_for_download(downloads, ".json")
+        browser.click(session, "#export-csv")
+        csv_file = _wait_for_download(downloads, ".csv")
+        # a reload keeps the scores (localStorage), so a rater can take a break
+        browser.send("Page.reload", {}, session)
+        browser.wait_for(session, "!!(window.mosStudy && window.mosStudy.ready)", "ready after reload")
+        assert browser.evaluate(session, "document.querySelectorAll('input:checked').length") == 9
+    finally:
+        browser.close()
+
+    exported = json.loads(json_file.read_text())
+    assert exported["rater"] == "Ada Lovelace" and exported["complete"] is True
+    assert {s["key"]: s["score"] for s in exported["scores"]} == entered
+    for scores_file in (json_file, csv_file):
+        result = mos.score([scores_file], key=str(key_file))
+        for method, values in taste.items():
+            assert result["methods"][method]["n"] == 3
+            assert result["methods"][method]["mos"] == pytest.approx(np.mean(values))
+    assert list(result["methods"]) == ["hr", "esrgan", "bicubic"]
