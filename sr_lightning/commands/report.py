@@ -5,7 +5,7 @@ job was given), `.hydra/config.yaml` / `config_resolved.yaml` (the composed conf
 (status, error, final and best metrics) and `metrics.csv` (Lightning's CSV log). `report` reads them all and
 writes into `<sweep dir>/report/` (or `--out`):
 
-* `report.csv`  one row per job: job, status, the swept keys, the reports' config columns (model, G blocks,
+* `report.csv`  one row per job: job, status, `swept` (names of the swept columns), the swept keys, the reports' config columns (model, G blocks,
   D blocks, crop, lr, steps), final PSNR/SSIM (Y and RGB) with the bicubic baseline, best PSNR, parameter
   counts, run time, the error of a failed job, the run dir and its last validation image;
 * `report.md`   the same as a markdown table shaped like the reports' tables (failed jobs marked);
@@ -206,12 +206,14 @@ def parse_value(text: str | None) -> Any:
 def table_columns(axes: list[str]) -> list[str]:
     config = [c for c, _ in CONFIG_COLUMNS]
     extra_axes = [k for k in axes if k not in config and k not in OVERRIDE_ALIASES]
-    return ["job", "status", *extra_axes, *config, "global_step", *METRIC_COLUMNS, "best_psnr_y", "best_step",
+    return ["job", "status", "swept", *extra_axes, *config, "global_step", *METRIC_COLUMNS, "best_psnr_y", "best_step",
             "params_gen", "params_disc", "seconds", "overrides", "error", "run_dir", "image"]
 
 
 def job_row(job: Job, axes: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"job": job.job, "status": job.status}
+    # `swept` names the table columns that hold the sweep's axes (the same in every row), for readers of the CSV.
+    row: dict[str, Any] = {"job": job.job, "status": job.status,
+                           "swept": " ".join(OVERRIDE_ALIASES.get(k, k) for k in axes)}
     for key in axes:
         row[key] = parse_value(job.overrides.get(key))
     row.update(job.config)

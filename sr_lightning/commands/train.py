@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -45,6 +44,8 @@ def cpu_supports_bf16() -> bool:
 
 def resolve_precision(requested: str, accelerator: str, channels_last: Any) -> tuple[str, str | None, bool]:
     """Return (precision name recorded in the config, autocast dtype name or None, channels_last)."""
+    import torch  # lazily: this module is also imported by Hydra's sweep callback for light commands
+
     on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     if requested == "auto":
         if on_gpu:
