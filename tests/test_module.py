@@ -172,3 +172,47 @@ def test_lr_schedule_is_iteration_based(tmp_path):
     opt_g, opt_d = module.optimizers()
     assert math.isclose(opt_g.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
     assert math.isclose(opt_d.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
+
+
+def test_gradient_clipping_bounds_the_norm_before_the_step(tmp_path):
+    module, trainer = build(tmp_path, ["module.grad_clip_norm=0.001"], max_steps=1)
+    norms = []
+    original = module._backward_and_step
+
+    def spy(name, loss, optimizer, params, step):
+        params = list(params)
+        real_step = optimizer.step
+
+        def checked_step(*args, **kwargs):
+            norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))))
+            return real_step(*args, **kwargs)
+
+        optimizer.step = checked_step
+        try:
+            return original(name, loss, optimizer, params, step)
+        finally:
+            optimizer.step = real_step
+
+    module._backward_and_step = spy
+    trainer.fit(module, datamodule=TinyData())
+    assert len(norms) == 2 and all(n <= 0.001 * (1 + 1e-4) for n in norms), norms
+
+
+def test_discriminator_collapse_is_warned(tmp_path):
+    module, trainer = build(tmp_path, ["module.d_collapse_threshold=1e9", "module.d_collapse_steps=2"], max_steps=2)
+    with pytest.warns(UserWarning, match="D has won"):
+        trainer.fit(module, datamodule=TinyData())
+
+
+def test_init_from_loads_the_generator_of_another_run(tmp_path):
+    from sr_lightning.commands.train import SetupError, init_generator_from
+
+    source, trainer = build(tmp_path / "psnr", max_steps=1)
+    trainer.fit(source, datamodule=TinyData())
+    target, _ = build(tmp_path / "gan", max_steps=1)
+    assert init_generator_from(target, str(tmp_path / "psnr" / "checkpoints" / "last.ckpt"))  # EMA weights used
+    for a, b in zip(target.gen.state_dict().values(), source.gen_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    other, _ = build(tmp_path / "other", ["gen.channels=16"], max_steps=1)
+    with pytest.raises(SetupError, match="weights do not fit"):
+        init_generator_from(other, str(tmp_path / "psnr" / "checkpoints" / "last.ckpt"))

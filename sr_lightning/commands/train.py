@@ -105,11 +105,33 @@ def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def init_generator_from(module, path: str) -> bool:
+    """Start G (and its EMA) from another run's generator, e.g. SRGAN from a PSNR-trained SRResNet.
+
+    The EMA weights are taken when the checkpoint has them (they are what that run validated and exported).
+    Returns whether EMA weights were used.
+    """
+    from sr_lightning.checkpoint import generator_state, read_checkpoint
+
+    state, used_ema = generator_state(read_checkpoint(path), use_ema=True)
+    if not state:
+        raise SetupError(f"init_from={path}: no generator weights in this checkpoint")
+    try:
+        module.gen.load_state_dict(state)
+        if module.gen_ema is not None:
+            module.gen_ema.load_state_dict(state)
+    except RuntimeError as err:
+        raise SetupError(f"init_from={path}: weights do not fit gen={module.cfg['gen']['_target_']} "
+                         f"({str(err).splitlines()[0]}); use a checkpoint of the same generator config") from err
+    log.info("initialised G from %s (%s weights)", path, "EMA" if used_ema else "raw")
+    return used_ema
+
+
 def _build(cfg: DictConfig, output_dir: Path):
     from hydra.utils import instantiate
 
     from sr_lightning.callbacks import SRCheckpoint
-    from sr_lightning.checkpoint import AtomicCheckpointIO, generator_state, read_checkpoint
+    from sr_lightning.checkpoint import AtomicCheckpointIO
     from sr_lightning.models import count_parameters
     from sr_lightning.module import SRModule
 
@@ -123,17 +145,7 @@ def _build(cfg: DictConfig, output_dir: Path):
     datamodule = instantiate(cfg.data)
     module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last, output_dir=str(output_dir))
     if cfg.init_from:
-        state, used_ema = generator_state(read_checkpoint(cfg.init_from), use_ema=True)
-        if not state:
-            raise SetupError(f"init_from={cfg.init_from}: no generator weights in this checkpoint")
-        try:
-            module.gen.load_state_dict(state)
-            if module.gen_ema is not None:
-                module.gen_ema.load_state_dict(state)
-        except RuntimeError as err:
-            raise SetupError(f"init_from={cfg.init_from}: weights do not fit gen={cfg.gen._target_} "
-                             f"({str(err).splitlines()[0]}); use a checkpoint of the same generator config") from err
-        log.info("initialised G from %s (%s weights)", cfg.init_from, "EMA" if used_ema else "raw")
+        init_generator_from(module, cfg.init_from)
 
     g_params = count_parameters(module.gen)
     d_params = count_parameters(module.disc) if module.disc is not None else 0
