@@ -394,3 +394,17 @@ def test_gen_yamls_carry_the_papers_settings():
         "blocks": 23, "channels": 64, "growth": 32}
     assert params("dcgan_sr")["output_activation"] == "tanh"
     assert params("lapsrn")["upsample"] == "transposed"
+
+
+def test_msrresnet_image_skip_adds_the_interpolated_input():
+    """With a zeroed output conv, MSRResNet's output is exactly the bilinear upsampling of its input."""
+    import torch.nn.functional as F
+
+    net = SRResNet(scale=4, blocks=1, channels=8, batch_norm=False, image_skip="bilinear")
+    torch.nn.init.zeros_(net.tail[0].weight)
+    torch.nn.init.zeros_(net.tail[0].bias)
+    x = torch.rand(1, 3, 6, 5)
+    expected = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    assert torch.allclose(net(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="image_skip"):
+        SRResNet(scale=4, blocks=1, channels=8, image_skip="lanczos")

@@ -337,7 +337,8 @@ def plot_metric_vs_key(rows: list[dict[str, Any]], key: str, axes: list[str], ou
         panel.set_xlabel(key)
         panel.set_ylabel(label)
         panel.grid(alpha=0.3)
-        panel.legend(fontsize=8)
+        if panel.get_legend_handles_labels()[0]:
+            panel.legend(fontsize=8)
     fig.suptitle(f"final validation vs {key}")
     fig.tight_layout()
     path = out_dir / f"metrics_vs_{_safe_name(key)}.png"

@@ -8,6 +8,7 @@ is ``channels=20, blocks=18, activation='swish'``.
 """
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, ResidualBlock, check_choice,
@@ -15,6 +16,8 @@ from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, ResidualBl
                      make_upsampler, scaled_kaiming_init_)
 
 __all__ = ["SRResNet"]
+
+IMAGE_SKIPS = ("none", "bilinear", "bicubic")
 
 
 class SRResNet(nn.Module):
@@ -32,6 +35,8 @@ class SRResNet(nn.Module):
         output_activation: none (paper, linear output) | sigmoid | tanh.
         residual_init_scale: residual-branch convs start from kaiming init times this (MSRResNet's 0.1);
             it keeps the B-block stack near the identity early on when there is no BatchNorm.
+        image_skip: none (paper) | bilinear | bicubic: add this upsampling of the input to the output, as
+            BasicSR's MSRResNet does (bilinear), so training starts from an interpolation instead of grey.
     """
 
     supported_scales = (2, 3, 4, 8)
@@ -39,7 +44,7 @@ class SRResNet(nn.Module):
     def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
                  channels: int = 64, blocks: int = 16, batch_norm: bool = True, activation: str = "prelu",
                  upsample: str = "subpixel", output_activation: str = "none",
-                 residual_init_scale: float = 0.1) -> None:
+                 residual_init_scale: float = 0.1, image_skip: str = "none") -> None:
         super().__init__()
         owner = type(self).__name__
         self.scale = check_scale(owner, scale, self.supported_scales)
@@ -51,6 +56,10 @@ class SRResNet(nn.Module):
         activation = check_choice(owner, "activation", activation, ACTIVATIONS)
         upsample = check_choice(owner, "upsample", upsample, UPSAMPLE_MODES)
         output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        self.image_skip = check_choice(owner, "image_skip", image_skip, IMAGE_SKIPS)
+        if self.image_skip != "none" and self.out_channels != self.in_channels:
+            raise ValueError(f"{owner}: image_skip={image_skip} adds the upsampled input to the output, which needs "
+                             f"out_channels == in_channels (got {self.out_channels} and {self.in_channels})")
 
         self.head = nn.Sequential(nn.Conv2d(self.in_channels, channels, 9, padding=4),
                                   make_activation(activation))
@@ -68,4 +77,8 @@ class SRResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
         features = features + self.trunk(self.body(features))  # global skip from the head
-        return self.tail(self.upsampler(features))
+        out = self.tail(self.upsampler(features))
+        if self.image_skip != "none":
+            # MSRResNet's image-level skip: the network only learns the residual over an interpolation of x.
+            out = out + F.interpolate(x, scale_factor=self.scale, mode=self.image_skip, align_corners=False)
+        return out
