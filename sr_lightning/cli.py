@@ -87,6 +87,11 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
 
     task.__module__ = module.__name__
     hydra.main(config_path=str(CONF_DIR), config_name=command.config, version_base="1.3")(task)()
+    if command.module == "train":
+        from sr_lightning.commands.train import SweepSummaryCallback
+
+        if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
+            return 1
     return exit_code[0]
 
 

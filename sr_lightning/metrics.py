@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -53,7 +54,7 @@ LPIPS_MISSING = "n/a (weights missing)"
 
 _SSIM_SIGMA = 1.5       # torchmetrics derives the window size from sigma: 2*int(3.5*1.5+0.5)+1 = 11
 _SSIM_RADIUS = 5        # (11 - 1) / 2: the border of the SSIM map that depends on padded pixels
-_LUMA = _MATRIX[0] / 219.0   # BT.601 luma weights on full range (0.299, 0.587, 0.114), as rgb2gray
+_LUMA = _MATRIX[0] / 219.0   # BT.601 luma weights on full range (0.299, 0.587, 0.114), ~MATLAB rgb2gray
 
 
 def _round_half_up(x: Tensor) -> Tensor:
@@ -96,10 +97,10 @@ _TAPS = _gaussian_taps()
 
 def _filter_valid(x: Tensor) -> Tensor:
     """Separable Gaussian filtering of the last two dims, MATLAB ``filter2(w, x, 'valid')`` extent."""
-    n = len(_TAPS)
-    h, w = x.shape[-2] - n + 1, x.shape[-1] - n + 1
-    rows = sum(t * x[..., k:k + h, :] for k, t in enumerate(_TAPS))
-    return sum(t * rows[..., :, k:k + w] for k, t in enumerate(_TAPS))
+    g = torch.tensor(_TAPS, dtype=x.dtype, device=x.device)
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    flat = F.conv2d(F.conv2d(flat, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))   # columns, then rows
+    return flat.reshape(*x.shape[:-2], *flat.shape[-2:])
 
 
 def ssim(a: Tensor, b: Tensor) -> float:
@@ -109,8 +110,8 @@ def ssim(a: Tensor, b: Tensor) -> float:
 
     Equal to torchmetrics' ``structural_similarity_index_measure(..., return_full_image=True)`` map cropped
     by 5 px (tests/test_metrics.py checks it), but computed here: the Gaussian window is separable, so the
-    'valid' filtering is 2 x 11 shifted multiply-adds, far faster on CPU than torchmetrics' float64
-    depthwise 11x11 convolution, and in float64 (no E[x^2]-E[x]^2 cancellation at float32 precision).
+    'valid' filtering is an 11x1 and a 1x11 convolution, several times faster on CPU than torchmetrics'
+    float64 11x11 depthwise convolution, and in float64 (no E[x^2]-E[x]^2 cancellation at float32 precision).
     """
     h, w = a.shape[-2:]
     if min(h, w) < 2 * _SSIM_RADIUS + 1:
@@ -191,7 +192,8 @@ class SRMetrics(Metric):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, sr: Tensor, hr: Tensor, gray: Sequence[bool] | Tensor | None = None) -> None:  # type: ignore[override]
+    def update(self, sr: Tensor, hr: Tensor,  # type: ignore[override]
+               gray: Sequence[bool] | Tensor | None = None) -> None:
         """``gray``: per image, whether its HR file is grayscale (see the module docstring); default: 1-channel HR."""
         if sr.ndim != 4 or hr.ndim != 4 or sr.shape[0] != hr.shape[0]:
             raise ValueError(f"SRMetrics.update: expected (N,C,H,W) batches of equal N, "

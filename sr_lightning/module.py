@@ -324,8 +324,9 @@ class SRModule(pl.LightningModule):
         sr = self.to_unit(sr.float()).clamp(0, 1).contiguous()
         hr01, lr01 = self.to_unit(hr).clamp(0, 1), self.to_unit(lr).clamp(0, 1)
         bicubic = imresize(lr01, scale=self.scale).clamp(0, 1)
-        self.val_metrics.update(sr, hr01)
-        self.val_bicubic.update(bicubic, hr01)
+        gray = batch.get("gray")  # grayscale test files are scored on their grey values, as papers do
+        self.val_metrics.update(sr, hr01, gray=gray)
+        self.val_bicubic.update(bicubic, hr01, gray=gray)
         if batch_idx < int(self.opt_cfg.get("val_images", 2)):
             self._save_grid(lr01, bicubic, sr, hr01, batch.get("name", [f"{batch_idx}"])[0])
 

@@ -18,10 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-ONLINE_MODES = ("online", "run")
-OFFLINE_MODES = ("offline", "dryrun")
-# Config keys of the results table: the columns of the reports' tables.
-TABLE_CONFIG_KEYS = ("model_name", "gen.blocks", "disc.blocks", "crop", "lr", "trainer.max_steps")
+ONLINE_MODES = ("online", "run")  # WANDB_MODE values that mean "upload"
+# Final metrics in the per-run results table (the columns of the reports' tables follow the config columns).
 TABLE_METRICS = ("val/psnr_y", "val/ssim_y", "val/bicubic_psnr_y", "val/bicubic_ssim_y", "val/psnr_rgb", "val/ssim_rgb")
 
 
@@ -118,9 +116,7 @@ def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: 
 
 
 def _wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
-    if "lightning.pytorch.loggers.wandb" not in sys.modules:
-        return []  # no WandbLogger was ever built in this process
-    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers import WandbLogger  # does not import wandb itself
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank != 0:

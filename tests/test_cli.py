@@ -54,7 +54,8 @@ def test_every_model_preset_composes_validates_and_builds(preset, tmp_path):
 def test_every_experiment_composes_and_validates(experiment, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], output_dir=tmp_path)
     validate_train_config(cfg)
-    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    # every interpolation of the run config resolves (Hydra's own node needs a running job)
+    OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def test_short_keys_are_interpolated(tmp_path):

@@ -142,4 +142,5 @@ def test_cli_export_then_upscale(tmp_path, cli):
     for args, out in ((["weights=best.safetensors"], "w.png"), (["ckpt=best.ckpt"], "c.png")):
         result = cli("upscale", *args, "input=a.png", f"output={out}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "w.png")), np.asarray(Image.open(tmp_path / "c.png")))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "w.png")),
+                                  np.asarray(Image.open(tmp_path / "c.png")))

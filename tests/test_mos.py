@@ -102,6 +102,33 @@ def test_prepare_rejects_a_single_method(tmp_path):
         mos.prepare(root, crop=16, methods=["esrgan"], include_hr=False)
 
 
+def test_prepare_reads_an_eval_run_directory(tmp_path):
+    """The real `eval` writer's comparisons/ strips are cut back into one crop per method."""
+    import torch
+
+    evaluate = pytest.importorskip("sr_lightning.commands.evaluate")
+    from sr_lightning.metrics import METRIC_KEYS
+
+    generator = torch.Generator().manual_seed(0)
+    models = ["bicubic", "esrgan", "srresnet"]
+    pixels = {name: torch.rand(3, 24, 24, generator=generator) for name in [*models, "HR"]}
+    comparison = evaluate.Comparison("Set5", "baby", 8, 4, 24, hr=pixels["HR"], panels=[
+        ("LR", torch.rand(3, 24, 24, generator=generator)), ("bicubic", pixels["bicubic"]),
+        ("esrgan 30.12dB", pixels["esrgan"]), ("srresnet 31.00dB", pixels["srresnet"]), ("HR", pixels["HR"])])
+    rows = [{"model": m, "set": "Set5", "scale": 4, "images": 1, "lpips": "n/a", **{k: 1.0 for k in METRIC_KEYS}}
+            for m in models]
+    run = tmp_path / "eval_run"
+    evaluate.write_results({"rows": rows, "per_image": [], "comparisons": [comparison]}, run, 4,
+                           {"sets": ["Set5"], "models": models}, zoom=2)
+    page, key_file, summary = mos.prepare(run, crop=128)
+    assert summary["methods"] == ["HR", *models] and summary["items"] == 1
+    data, key = _page_data(page), json.loads(key_file.read_text())
+    for crop in data["items"][0]["crops"]:
+        method = key["keys"][crop["key"]]["method"]
+        expected = (pixels[method].clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(_decode(crop["src"]), expected)  # native pixels, zoom undone
+
+
 def _score_file(path: Path, study: str, rater: str, scores: dict[str, int]) -> Path:
     path.write_text(json.dumps({"study": study, "rater": rater, "scores": [
         {"key": k, "score": v, "item": "x"} for k, v in scores.items()]}))

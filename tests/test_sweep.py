@@ -146,6 +146,7 @@ def test_preset_grid_expands_and_combines_with_command_line_axes(tmp_path):
 
 # ---------------------------------------------------------------------------------------- launchers
 def test_joblib_gpus_launcher_runs_one_worker_per_visible_gpu(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install hydra-joblib-launcher")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6")
     cfg = compose_train(["hydra/launcher=joblib_gpus"], output_dir=tmp_path)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
@@ -157,6 +158,7 @@ def test_joblib_gpus_launcher_runs_one_worker_per_visible_gpu(tmp_path, monkeypa
 
 
 def test_slurm_launcher_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     cfg = compose_train(["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"], output_dir=tmp_path)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,26 @@ def _records(data: bytes):
             pending = b""
 
 
-def read_offline_run(run_dir: Path) -> dict:
-    """group, name, config (key -> value), summary (key -> value) and exit code of one offline run folder."""
+def read_offline_run(run_dir: Path, wait_s: float = 30.0) -> dict:
+    """group, name, config (key -> value), summary (key -> value) and exit code of one offline run folder.
+
+    wandb's service process writes the log asynchronously: `wandb.finish()` can return before the last
+    records are on disk, so wait (a bounded time) until the run's exit record is there.
+    """
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _parse_run_log(path, pb)
+        if run["exit_code"] is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _parse_run_log(path: Path, pb) -> dict:
     data = path.read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run log"
+    assert data[:4] == b":W&B"[:len(data)], f"{path} is not a W&B run log"
     run: dict = {"config": {}, "summary": {}, "exit_code": None}
     for raw in _records(data):
         record = pb.Record()
@@ -168,3 +182,26 @@ def test_results_row_has_the_report_columns():
     assert values["model"] == "seed000" and values["gen.blocks"] == 18 and values["steps"] == 20000
     assert values["psnr_y"] == 27.1 and values["ssim_y"] == 0.78 and values["best_psnr_y"] == 27.3
     assert values["bicubic_psnr_y"] is None and values["params_disc"] == 5000000
+
+
+def test_runs_left_open_by_failed_jobs_are_closed_as_failed(tmp_path, monkeypatch):
+    """In a sequential sweep all jobs share one process: a run a failed job left open must not be reused."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / key.lower()))
+    first = wandb.init(project="sr-lightning", dir=str(tmp_path / "a"), mode="offline")  # job 1 fails mid-run ...
+    first_id = first.id
+    logger = wandb_utils.wandb_logger(save_dir=str(tmp_path / "b"))  # ... job 2 builds its logger
+    assert wandb.run is None
+    (stale,) = (tmp_path / "a" / "wandb").glob("offline-run-*")
+    run = read_offline_run(stale)
+    assert run["summary"]["status"] == "failed" and run["exit_code"] == 1
+
+    assert logger.experiment.id != first_id  # job 2 starts its own run (not job 1's), then fails with a message
+    wandb_utils.log_failure("crop: got 30, not divisible by scale=4")
+    assert wandb.run is None
+    (failed,) = (tmp_path / "b" / "wandb").glob("offline-run-*")
+    run = read_offline_run(failed)
+    assert run["summary"]["error"] == "crop: got 30, not divisible by scale=4" and run["exit_code"] == 1

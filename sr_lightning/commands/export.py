@@ -1,8 +1,8 @@
 """`python -m sr_lightning export ckpt=<path> format=safetensors|onnx|torchscript`.
 
 Exports the generator of a training checkpoint (its EMA copy when the checkpoint has one) and writes a
-JSON *sidecar* next to the file (`<file name>.json`, e.g. `best.safetensors.json`), so `upscale` (and anyone else) can use it without the
-training code's checkpoint:
+JSON *sidecar* next to the file (`<file name>.json`, e.g. `best.safetensors.json`), so `upscale` (and anyone
+else) can use it without the training code's checkpoint:
 
 ```json
 {
@@ -390,7 +390,8 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
             checks = export_torchscript(loaded, tmp)
         else:
             try:
-                export_onnx(loaded, tmp, int(cfg.get("opset", 18)), onnx_exporter(str(cfg.get("onnx_exporter", "auto"))))
+                exporter = onnx_exporter(str(cfg.get("onnx_exporter", "auto")))
+                export_onnx(loaded, tmp, int(cfg.get("opset", 18)), exporter)
             except ExportError:
                 raise
             except Exception as err:
@@ -404,7 +405,8 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         if checks is not None and not all(d <= ONNX_TOLERANCE for d in checks):
             sizes = ", ".join(f"{h}x{w}: {d:.2e}" for (h, w), d in zip(CHECK_SIZES, checks))
             raise ExportError(f"{out.name}: the exported {fmt} model differs from PyTorch by more than "
-                              f"{ONNX_TOLERANCE:g} ({sizes}); its graph is not size-independent. Use format=safetensors")
+                              f"{ONNX_TOLERANCE:g} ({sizes}); its graph is not size-independent. "
+                              f"Use format=safetensors")
         os.replace(tmp, out)
     finally:
         if tmp.exists():

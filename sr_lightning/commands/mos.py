@@ -5,15 +5,22 @@
     mos prepare images=<folder laid out as <method>/<image>.png>   (same options)
     mos score <scores.json|scores.csv>... [key=<page>.key.json] [output=mos.json|mos.csv]
 
-`prepare` finds the methods' images under the given folder: every folder that directly holds images is a
-method (its name is the method's), and images with the same file stem under sibling method folders are the
-same picture (e.g. `<eval dir>/Set5/bicubic/baby.png`, `<eval dir>/Set5/esrgan/baby.png`,
-`<eval dir>/Set5/hr/baby.png`). Folders named hr/gt/ground_truth/original are the reference (kept as a
-hidden anchor with ``include_hr=true``); folders named lr* and pictures found for fewer than two methods are
-ignored. For every picture it cuts the same crop (the most textured ``crop`` x ``crop`` window of the
-reference, where artefacts show) from each method and writes ONE self-contained HTML page (images inlined
-as base64, no server, no network) plus ``<page>.key.json``, the only place where the opaque crop keys are
-mapped to method names. Give raters the page; keep the key file.
+`prepare` takes the methods' images from one of two layouts:
+
+* folders of images, one per method: every folder that directly holds images is a method (named after the
+  folder), and images with the same file stem in sibling method folders are the same picture (e.g.
+  `Set5/bicubic/baby.png`, `Set5/esrgan/baby.png`, `Set5/hr/baby.png`). Folders named
+  hr/gt/ground_truth/original are the reference (a hidden anchor with ``include_hr=true``); folders named lr*
+  and pictures found for fewer than two methods are ignored. The crop is the most textured ``crop`` x
+  ``crop`` window of the reference, where artefacts show;
+* an `eval` run directory (`results.json` + `comparisons/<set>/<image>.png`): each comparison strip
+  (LR | bicubic | each model | HR, the crop where bicubic errs most) is cut back into its panels, named after
+  the models listed in results.json; the LR panel is left out. Raise `comparison.images` / `comparison.size`
+  of `eval` for more / larger crops.
+
+It writes ONE self-contained HTML page (images inlined as base64, no server, no network) plus
+``<page>.key.json``, the only place where the opaque crop keys are mapped to method names. Give raters the
+page; keep the key file.
 
 `score` reads the files raters downloaded from the page (JSON or CSV), un-blinds them with the key file
 (``key=``, else ``*.key.json`` of the same study next to the score files or in the current folder) and
@@ -39,6 +46,10 @@ import numpy as np
 USAGE = __doc__.split("\n\n")[1]
 
 REFERENCE_NAMES = ("hr", "gt", "ground_truth", "groundtruth", "original", "reference")
+# `eval` draws comparisons/<set>/<image>.png as panels side by side under a label strip (see
+# sr_lightning.commands.evaluate._save_comparison): LR | bicubic | each model | HR.
+EVAL_COMPARISONS = "comparisons"
+EVAL_LABEL_STRIP, EVAL_PANEL_GAP = 14, 4
 SCORE_RANGE = (1, 5)
 
 
@@ -76,12 +87,14 @@ def _parse(argv: list[str], options: dict[str, Any]) -> tuple[dict[str, Any], li
 # --- finding the images ---------------------------------------------------------------------------------------
 
 def discover(root: Path) -> dict[str, dict[str, Path]]:
-    """picture name -> {method: image path} for every folder under ``root`` that directly holds images."""
+    """picture name -> {method: image path} for every folder under ``root`` that directly holds images
+    (an eval run's `comparisons/` strips are not method folders; see `eval_comparisons`)."""
     from sr_lightning.data.imageio import is_image_file
 
     pictures: dict[str, dict[str, Path]] = {}
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (Path(folder) == root and d == EVAL_COMPARISONS))
         images = sorted(f for f in files if is_image_file(f) and not f.startswith("."))
         folder_path = Path(folder)
         method = folder_path.name if folder_path != root else None
@@ -92,6 +105,47 @@ def discover(root: Path) -> dict[str, dict[str, Path]]:
             picture = f"{group}/{Path(name).stem}" if group != "." else Path(name).stem
             pictures.setdefault(picture, {})[method] = folder_path / name
     return {p: m for p, m in sorted(pictures.items()) if len(m) >= 2}
+
+
+def _unzoom(panels: list[np.ndarray]) -> int:
+    """The nearest-neighbour enlargement factor shared by all panels (1 when there is none)."""
+    for zoom in (4, 3, 2):
+        if all(p.shape[0] % zoom == 0 and p.shape[1] % zoom == 0
+               and np.array_equal(p, p[::zoom, ::zoom].repeat(zoom, 0).repeat(zoom, 1)) for p in panels):
+            return zoom
+    return 1
+
+
+def eval_comparisons(root: Path) -> dict[str, dict[str, np.ndarray]]:
+    """picture -> {method: crop} from an eval run's results.json and comparisons/<set>/<image>.png strips."""
+    from sr_lightning.data.imageio import ImageReadError, read_rgb_uint8
+
+    try:
+        results = json.loads((root / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MosError(f"{root / 'results.json'}: not readable ({err})") from err
+    models = results.get("models") or list(dict.fromkeys(r["model"] for r in results.get("results", [])))
+    labels = ["LR", "bicubic", *[m for m in models if m != "bicubic"], "HR"]
+    pictures: dict[str, dict[str, np.ndarray]] = {}
+    for strip in sorted((root / EVAL_COMPARISONS).rglob("*.png")):
+        try:
+            grid = read_rgb_uint8(strip)
+        except ImageReadError as err:
+            raise MosError(str(err)) from err
+        n = len(labels)
+        width = (grid.shape[1] - EVAL_PANEL_GAP * (n - 1)) / n
+        starts = [int(k * (width + EVAL_PANEL_GAP)) for k in range(n)]
+        gaps_white = width.is_integer() and all((grid[EVAL_LABEL_STRIP:, s + int(width):s + int(width)
+                                                      + EVAL_PANEL_GAP] == 255).all() for s in starts[:-1])
+        if not gaps_white:
+            raise MosError(f"{strip}: not a strip of {n} panels ({' | '.join(labels)}) as results.json's models "
+                           f"imply; re-run eval, or lay the images out as <method>/<image>.png and use images=")
+        panels = [grid[EVAL_LABEL_STRIP:, s:s + int(width)] for s in starts]
+        zoom = _unzoom(panels[1:])  # the LR panel is nearest-enlarged by the scale as well: leave it out
+        pictures[f"{strip.parent.name}/{strip.stem}"] = {
+            label: np.ascontiguousarray(panel[::zoom, ::zoom]) for label, panel in zip(labels, panels)
+            if label != "LR"}
+    return pictures
 
 
 def _is_reference(method: str) -> bool:
@@ -146,18 +200,20 @@ def prepare(root: Path, output: Path | None = None, crop: int = 128, crops_per_i
     if crop < 8 or crops_per_image < 1 or not 1 <= zoom <= 8:
         raise MosError(f"crop >= 8, crops_per_image >= 1 and 1 <= zoom <= 8 are required (got crop={crop}, "
                        f"crops_per_image={crops_per_image}, zoom={zoom})")
-    pictures = discover(root)
+    pictures: dict[str, dict[str, Any]] = discover(root)
+    if not pictures and (root / "results.json").is_file() and (root / EVAL_COMPARISONS).is_dir():
+        pictures = eval_comparisons(root)
     # Crops are placed on the reference's texture even when the reference itself is not shown.
-    references = {p: next((f for m, f in sorted(ms.items()) if _is_reference(m)), None) for p, ms in pictures.items()}
+    references = {p: next((f for m, f in sorted(ms.items()) if _is_reference(m)), None)
+                  for p, ms in pictures.items()}
     if methods:
         wanted = set(methods)
+        available = sorted({m for ms in pictures.values() for m in ms})
         pictures = {p: {m: f for m, f in ms.items() if m in wanted or (include_hr and _is_reference(m))}
                     for p, ms in pictures.items()}
-        found = {m for ms in pictures.values() for m in ms}
-        unknown = sorted(wanted - found)
+        unknown = sorted(wanted - set(available))
         if unknown:
-            raise MosError(f"methods: {', '.join(unknown)} not found under {root}; found: "
-                           f"{', '.join(sorted(m for ms in discover(root).values() for m in ms))}")
+            raise MosError(f"methods: {', '.join(unknown)} not found under {root}; found: {', '.join(available)}")
     if not include_hr:
         pictures = {p: {m: f for m, f in ms.items() if not _is_reference(m)} for p, ms in pictures.items()}
     pictures = {p: ms for p, ms in pictures.items() if len(ms) >= 2}
@@ -180,7 +236,7 @@ def prepare(root: Path, output: Path | None = None, crop: int = 128, crops_per_i
     for picture in names:
         by_method = pictures[picture]
         try:
-            arrays = {m: read_rgb_uint8(p) for m, p in by_method.items()}
+            arrays = {m: p if isinstance(p, np.ndarray) else read_rgb_uint8(p) for m, p in by_method.items()}
         except ImageReadError as err:
             raise MosError(str(err)) from err
         height = min(a.shape[0] for a in arrays.values())
@@ -191,7 +247,8 @@ def prepare(root: Path, output: Path | None = None, crop: int = 128, crops_per_i
             continue
         reference = arrays[sorted(arrays)[0]]
         if references[picture] is not None:
-            reference = read_rgb_uint8(references[picture])
+            ref = references[picture]
+            reference = ref if isinstance(ref, np.ndarray) else read_rgb_uint8(ref)
             if reference.shape[:2] != (height, width):
                 reference = arrays[sorted(arrays)[0]]
         size = min(crop, height, width)
@@ -200,7 +257,10 @@ def prepare(root: Path, output: Path | None = None, crop: int = 128, crops_per_i
             crops = []
             for method in sorted(arrays):
                 key = secrets.token_hex(6)
-                keys[key] = {"method": method, "item": item_id, "file": str(by_method[method]),
+                origin = by_method[method]
+                keys[key] = {"method": method, "item": item_id,
+                             "file": f"{root / EVAL_COMPARISONS / picture}.png" if isinstance(origin, np.ndarray)
+                             else str(origin),
                              "crop": [y, x, size, size]}
                 crops.append({"key": key, "src": _png_data_uri(arrays[method][y:y + size, x:x + size])})
             rng.shuffle(crops)  # the page shuffles again per rater; this order is the no-JS fallback's
@@ -344,7 +404,8 @@ def score(files: list[Path], key: str | None = None) -> dict[str, Any]:
     methods = {m: summarise(v) for m, v in per_method.items()}
     return {"study": studies[0], "key_file": str(key_file), "files": [str(f) for f in files],
             "raters": sorted({r.rater for r in ratings}), "ratings": sum(len(r.scores) for r in ratings),
-            "confidence": 0.95, "methods": dict(sorted(methods.items(), key=lambda kv: -np.nan_to_num(kv[1]["mos"], nan=-1)))}
+            "confidence": 0.95,
+            "methods": dict(sorted(methods.items(), key=lambda kv: -np.nan_to_num(kv[1]["mos"], nan=-1.0)))}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -390,7 +451,7 @@ def _prepare_cli(argv: list[str]) -> int:
         title=opts["title"], overwrite=opts["overwrite"])
     for note in summary["skipped"]:
         print(f"skipped {note}", file=sys.stderr)
-    print(f"MOS page {page} ({page.stat().st_size / 1e6:.1f} MB): {summary['items']} items x "
+    print(f"MOS page {page} ({page.stat().st_size / 1e6:.2f} MB): {summary['items']} items x "
           f"{len(summary['methods'])} methods ({', '.join(summary['methods'])}) = {summary['ratings_per_rater']} "
           f"ratings per rater. Key (keep it, do not send it): {key_file}")
     return 0
@@ -408,7 +469,7 @@ def _score_cli(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(__doc__.strip())
         return 0
     command, rest = argv[0], argv[1:]
     handlers = {"prepare": _prepare_cli, "score": _score_cli}

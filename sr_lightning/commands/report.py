@@ -5,9 +5,10 @@ job was given), `.hydra/config.yaml` / `config_resolved.yaml` (the composed conf
 (status, error, final and best metrics) and `metrics.csv` (Lightning's CSV log). `report` reads them all and
 writes into `<sweep dir>/report/` (or `--out`):
 
-* `report.csv`  one row per job: job, status, `swept` (names of the swept columns), the swept keys, the reports' config columns (model, G blocks,
-  D blocks, crop, lr, steps), final PSNR/SSIM (Y and RGB) with the bicubic baseline, best PSNR, parameter
-  counts, run time, the error of a failed job, the run dir and its last validation image;
+* `report.csv`  one row per job: job, status, `swept` (the names of the swept columns), the swept keys, the
+  reports' config columns (model, G blocks, D blocks, crop, lr, steps), final PSNR/SSIM (Y and RGB) with the
+  bicubic baseline, best PSNR, parameter counts, run time, the error of a failed job, the run dir and its
+  last validation image;
 * `report.md`   the same as a markdown table shaped like the reports' tables (failed jobs marked);
 * `metrics_vs_<key>.png` final PSNR(Y) and SSIM(Y) against every swept key (one line per combination of
   the other swept keys, bicubic as a dashed line);
@@ -372,7 +373,11 @@ def plot_loss_curves(jobs: list[Job], axes: list[str], out_dir: Path) -> Path | 
     """Every `train/*` loss and val/psnr_y of every job against the step, one panel per quantity."""
     curves = {job.job: read_metrics_csv(job.run_dir / "metrics.csv") for job in jobs
               if (job.run_dir / "metrics.csv").is_file()}
-    keys = sorted({k for c in curves.values() for k in c if k.startswith("train/")})
+    # Losses only: learning rates, gradient norms, D's mean logits and the collapse flag are logged under
+    # train/ too, but are no loss curves.
+    keys = sorted({k for c in curves.values() for k in c if k.startswith("train/")
+                   and not any(t in k for t in ("lr_", "grad_norm", "_mean", "collapsed"))},
+                  key=lambda k: (k not in ("train/g_loss", "train/d_loss"), k))
     keys += [k for k in ("val/psnr_y",) if any(k in c for c in curves.values())]
     if not keys:
         return None

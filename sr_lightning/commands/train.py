@@ -220,12 +220,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "final": metrics, "best": {"val/psnr_y": checkpointer.best_score, "step": checkpointer.best_step},
         "params": params, "precision": str(cfg.precision), "model": str(cfg.model_name),
     }
-    try:
-        from sr_lightning.wandb_utils import log_final_summary
-    except ImportError:  # the W&B helpers are optional
-        pass
-    else:
-        log_final_summary(trainer.loggers, summary)
+    from sr_lightning.wandb_utils import log_final_summary
+
+    log_final_summary(trainer.loggers, summary)  # no-op without a W&B logger
     return summary
 
 
@@ -241,6 +238,9 @@ def main(cfg: DictConfig) -> int:
         (output_dir / "error.log").write_text(traceback.format_exc())
         write_summary(output_dir, status="failed", error=message, output_dir=str(output_dir),
                       model=str(OmegaConf.select(cfg, "model_name", default="?")))
+        from sr_lightning.wandb_utils import log_failure
+
+        log_failure(message)  # marks an open W&B run failed and closes it (no-op without one)
         if isinstance(err, KeyboardInterrupt):
             print(f"interrupted; resume with: python -m sr_lightning train hydra.run.dir={output_dir} resume=auto",
                   file=sys.stderr)
@@ -292,11 +292,15 @@ def _one_line(err: BaseException) -> str:
 class SweepSummaryCallback(Callback):
     """Hydra callback: after a multirun, one line per job (completed / failed) from each summary.json."""
 
+    failed_jobs = 0  # read by cli.py in the main process: parallel launchers run jobs in other processes
+
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
+        SweepSummaryCallback.failed_jobs = 0
         for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: p.parent.name):
             data = json.loads(summary.read_text())
+            SweepSummaryCallback.failed_jobs += data.get("status") != "completed"
             psnr = (data.get("final") or {}).get("val/psnr_y")
             rows.append(f"  job {summary.parent.name}: {data.get('status')}"
                         + (f"  PSNR(Y) {psnr:.2f}" if psnr is not None else "")

@@ -128,7 +128,8 @@ def find_inputs(value: Any) -> tuple[list[Path], bool]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
         if not files:
-            raise UpscaleError(f"input={path}: no images in this folder (extensions: {', '.join(SUPPORTED_EXTENSIONS)})")
+            raise UpscaleError(f"input={path}: no images in this folder (extensions: "
+                               f"{', '.join(SUPPORTED_EXTENSIONS)})")
         return files, True
     if path.is_file():
         if not is_image_file(path):
@@ -170,7 +171,8 @@ def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, 
             raise UpscaleError(f"{dst} would replace its own input; choose another output= folder")
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
-        listed = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        listed = ", ".join(str(p) for p in existing[:3])
+        listed += f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise UpscaleError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; pass overwrite=true to "
                            f"replace {'it' if len(existing) == 1 else 'them'}, or choose another output=")
     return targets
@@ -188,8 +190,11 @@ def run(cfg: DictConfig) -> int:
     targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), bool(cfg.get("overwrite")))
     tile, overlap = _tile_option(cfg)
     loaded = load_model(cfg)
-    eager = not (isinstance(loaded.net, torch.jit.ScriptModule) or type(loaded.net).__name__ == "OnnxGenerator")
-    device = resolve_device(cfg.get("device", "auto")) if type(loaded.net).__name__ != "OnnxGenerator" else torch.device("cpu")
+    from sr_lightning.commands.export import OnnxGenerator
+
+    on_onnxruntime = isinstance(loaded.net, OnnxGenerator)
+    eager = not (on_onnxruntime or isinstance(loaded.net, torch.jit.ScriptModule))
+    device = torch.device("cpu") if on_onnxruntime else resolve_device(cfg.get("device", "auto"))
     precision, amp, channels_last = resolve_run_options(cfg, device, eager)
     try:
         upscaler = Upscaler(loaded, tile=tile, tile_overlap=overlap, autocast_dtype=amp, channels_last=channels_last,

@@ -34,6 +34,7 @@ from sr_lightning.data.imageio import (
     SUPPORTED_EXTENSIONS,
     ImageReadError,
     image_size,
+    is_grayscale_file,
     is_image_file,
     read_rgb_uint8,
 )
@@ -638,7 +639,9 @@ class FullImageDataset(Dataset):
         hr, lr = self.cache.get(index, full_lr=True)
         record = self.cache.records[index]
         to_y = _y_of if self.color == "y" else (lambda a: a)
-        item = {"hr": to_tensor(to_y(hr), self.value_range), "name": record.name}
+        item = {"hr": to_tensor(to_y(hr), self.value_range), "name": record.name,
+                # grayscale test files are scored on their grey values, not on Y (metrics.image_metrics)
+                "gray": bool(record.hr_path) and is_grayscale_file(record.hr_path)}
         if lr is not None:
             item["lr"] = to_tensor(to_y(lr), self.value_range)
         elif not self.make_lr:

@@ -244,3 +244,18 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, quality: int = 95
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def is_grayscale_file(path: str | os.PathLike) -> bool:
+    """Whether an image *file* stores one grey channel (papers score such test images on their grey values).
+
+    Decided from the file header (no decoding): an RGB file whose three channels happen to be equal is not
+    grayscale — the reference tables score e.g. Set14's img_010 on Y.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read the image header ({err}); replace or remove the file") from err

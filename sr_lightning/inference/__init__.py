@@ -102,7 +102,8 @@ class Upscaler:
     def tiles_for(self, height: int, width: int) -> int:
         """How many tiles an image of this size is cut into (for progress bars)."""
         tile = self.tile if isinstance(self.tile, int) else None
-        return len(plan_axis(height, tile, self.tile_overlap).starts) * len(plan_axis(width, tile, self.tile_overlap).starts)
+        rows, cols = plan_axis(height, tile, self.tile_overlap), plan_axis(width, tile, self.tile_overlap)
+        return len(rows.starts) * len(cols.starts)
 
     def upscale(self, image: np.ndarray, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
         """uint8/uint16 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` -> the same dtype and layout, ``scale`` x larger."""

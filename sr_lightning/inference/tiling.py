@@ -217,11 +217,13 @@ def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | Non
 
     strip: Tensor | None = None  # float accumulator for output rows [strip_top, strip_top + strip.shape[2])
     strip_top = 0
-    with torch.inference_mode():
-        for i, y0 in enumerate(rows.starts):
-            top, bottom = y0 * scale, (y0 + rows.size) * scale
+    for i, y0 in enumerate(rows.starts):
+        top, bottom = y0 * scale, (y0 + rows.size) * scale
+        # no_grad per grid row, not around the loop: a generator suspended at `yield` inside a `with` would
+        # leave the grad mode switched for whatever the caller runs in between.
+        with torch.no_grad():
             for j, x0 in enumerate(cols.starts):
-                # A slice of x is a strided view; convolutions on it take a slow path (2-3x on CPU), so copy.
+                # A slice of x is a strided view; convolutions on it take a slow path on CPU, so copy.
                 patch = x[:, :, y0:y0 + rows.size, x0:x0 + cols.size].to(device).contiguous(
                     memory_format=torch.channels_last if channels_last else torch.contiguous_format)
                 with amp:
@@ -232,13 +234,10 @@ def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | Non
                         f"tiled_forward: the generator turned a {rows.size}x{cols.size} tile into "
                         f"{out.shape[-2]}x{out.shape[-1]}, expected {expected[0]}x{expected[1]} at scale={scale}; "
                         f"check that `scale` matches the model")
-                out = out.to(output_device, torch.float32)
+                out = out.to(output_device, torch.float32).contiguous()
+                done += 1
                 if single:  # untiled: the prediction itself, no blending arithmetic
-                    done += 1
-                    if on_tile is not None:
-                        on_tile(done, total)
-                    yield 0, out.contiguous()
-                    return
+                    break
                 if strip is None:
                     strip = torch.zeros(1, out.shape[1], bottom - top, width * scale, device=output_device)
                     strip_top = top
@@ -247,18 +246,22 @@ def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | Non
                     grown[:, :, :strip.shape[2]] = strip
                     strip = grown
                 # Separable weights applied in place: no (tile x tile) weight image per tile.
-                out = out.contiguous().mul_(row_w[i][:, None]).mul_(col_w[j][None, :])
+                out.mul_(row_w[i][:, None]).mul_(col_w[j][None, :])
                 strip[:, :, top - strip_top:bottom - strip_top, x0 * scale:(x0 + cols.size) * scale] += out
                 del out, patch
-                done += 1
                 if on_tile is not None:
                     on_tile(done, total)
-            # Rows above the next grid row's first tile receive no more contributions: hand them out.
-            finished = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else height * scale
-            if finished > strip_top:
-                yield strip_top, strip[:, :, :finished - strip_top]
-                strip = strip[:, :, finished - strip_top:].clone()
-                strip_top = finished
+        if single:
+            if on_tile is not None:
+                on_tile(done, total)
+            yield 0, out
+            return
+        # Rows above the next grid row's first tile receive no more contributions: hand them out.
+        finished = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else height * scale
+        if finished > strip_top:
+            yield strip_top, strip[:, :, :finished - strip_top]
+            strip = strip[:, :, finished - strip_top:].clone()
+            strip_top = finished
 
 
 def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile: int | str | None = None, tile_overlap: int = 16,
