@@ -1,7 +1,6 @@
 """The command line as users type it: help, composition of every preset, bad-config messages."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra.utils import get_class

@@ -211,3 +211,15 @@ def make_upsampler(mode: str, channels: int, scale: int, activation: str | None,
     if key == "nearest":
         return NearestConvUpsample(channels, scale, activation, batch_norm)
     return TransposedConvUpsample(channels, scale, activation, batch_norm)
+
+
+def init_generator_io(module, scale: int, in_channels: int, out_channels: int | None) -> str:
+    """Validate and set a generator's `scale`, `in_channels` and `out_channels` (default: in_channels).
+
+    Returns the owner name used in error messages, for the generator's own further checks.
+    """
+    owner = type(module).__name__
+    module.scale = check_scale(owner, scale, module.supported_scales)
+    module.in_channels = check_positive(owner, "in_channels", in_channels)
+    module.out_channels = check_positive(owner, "out_channels", in_channels if out_channels is None else out_channels)
+    return owner

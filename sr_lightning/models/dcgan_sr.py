@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .blocks import (OUTPUT_ACTIVATIONS, NearestConvUpsample, ResidualBlock, check_choice, check_positive,
-                     check_scale, conv3x3, make_output_activation, upsample_factors)
+from .blocks import (OUTPUT_ACTIVATIONS, check_choice, check_positive, conv3x3, init_generator_io,
+                     make_output_activation, NearestConvUpsample, ResidualBlock, upsample_factors)
 
 __all__ = ["DCGANSRGenerator"]
 
@@ -31,11 +31,7 @@ class DCGANSRGenerator(nn.Module):
     def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
                  channels: int = 64, blocks: int = 1, output_activation: str = "tanh") -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.scale = check_scale(owner, scale, self.supported_scales)
-        self.in_channels = check_positive(owner, "in_channels", in_channels)
-        self.out_channels = check_positive(owner, "out_channels",
-                                           in_channels if out_channels is None else out_channels)
+        owner = init_generator_io(self, scale, in_channels, out_channels)
         check_positive(owner, "channels", channels)
         check_positive(owner, "blocks", blocks, minimum=0)
         output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)

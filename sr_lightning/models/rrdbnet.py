@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import (NearestConvUpsample, OUTPUT_ACTIVATIONS, check_choice, check_positive, check_scale,
-                     conv3x3, make_output_activation, scaled_kaiming_init_)
+from .blocks import (OUTPUT_ACTIVATIONS, check_choice, check_positive, conv3x3, init_generator_io,
+                     make_output_activation, NearestConvUpsample, scaled_kaiming_init_)
 
 __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
 
@@ -73,11 +73,7 @@ class RRDBNet(nn.Module):
                  channels: int = 64, blocks: int = 23, growth: int = 32, res_scale: float = 0.2,
                  negative_slope: float = 0.2, output_activation: str = "none") -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.scale = check_scale(owner, scale, self.supported_scales)
-        self.in_channels = check_positive(owner, "in_channels", in_channels)
-        self.out_channels = check_positive(owner, "out_channels",
-                                           in_channels if out_channels is None else out_channels)
+        owner = init_generator_io(self, scale, in_channels, out_channels)
         check_positive(owner, "channels", channels)
         check_positive(owner, "blocks", blocks, minimum=0)
         check_positive(owner, "growth", growth)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, ResidualBlock, check_choice,
-                     check_positive, check_scale, conv3x3, make_activation, make_output_activation,
-                     make_upsampler, scaled_kaiming_init_)
+from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, check_choice, check_positive, conv3x3,
+                     init_generator_io, make_activation, make_output_activation, make_upsampler,
+                     ResidualBlock, scaled_kaiming_init_)
 
 __all__ = ["SRResNet"]
 
@@ -46,11 +46,7 @@ class SRResNet(nn.Module):
                  upsample: str = "subpixel", output_activation: str = "none",
                  residual_init_scale: float = 0.1, image_skip: str = "none") -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.scale = check_scale(owner, scale, self.supported_scales)
-        self.in_channels = check_positive(owner, "in_channels", in_channels)
-        self.out_channels = check_positive(owner, "out_channels",
-                                           in_channels if out_channels is None else out_channels)
+        owner = init_generator_io(self, scale, in_channels, out_channels)
         check_positive(owner, "channels", channels)
         check_positive(owner, "blocks", blocks, minimum=0)
         activation = check_choice(owner, "activation", activation, ACTIVATIONS)
