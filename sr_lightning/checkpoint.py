@@ -79,11 +79,11 @@ def generator_state(checkpoint: dict[str, Any], use_ema: bool = True) -> tuple[d
 
 
 def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedGenerator:
-    """Rebuild the generator of a `.ckpt` (or an exported `.safetensors`) in eval mode."""
+    """Rebuild the generator of a `.ckpt` (or exported `.safetensors`/`.pt`/`.onnx` weights) in eval mode."""
     from hydra.utils import instantiate
 
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix in (".safetensors", ".pt", ".onnx"):  # exported weights with their JSON sidecar
         from sr_lightning.commands.export import load_exported
 
         return load_exported(path, map_location=map_location)

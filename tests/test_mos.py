@@ -180,12 +180,24 @@ def test_score_errors_name_the_file(tmp_path, capsys):
 
 # --- the page in a real browser ---------------------------------------------------------------------------------
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _find_browser() -> str | None:
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("the MOS browser test needs Chromium (Debian: apt-get install -y chromium); none found on PATH")
+    """Debian's chromium, installed here in the test set-up when missing and we may (root with apt-get)."""
+    path = _find_browser()
+    if path is None and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
+        path = _find_browser()
+    if path is None:
+        pytest.skip("the MOS browser test needs Chromium (Debian: apt-get install -y chromium); none found on PATH")
+    return path
 
 
 class DevTools:
