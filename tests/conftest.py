@@ -24,6 +24,17 @@ def benchmarks_dir() -> Path:
     return BENCHMARKS_DIR
 
 
+@pytest.fixture(autouse=True)
+def _no_hydra_state_between_tests():
+    """compose_train() sets Hydra's global config (as a running job would); do not leak it into the next test."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     import torch

@@ -69,6 +69,10 @@ class SRResNet(nn.Module):
                                   make_output_activation(output_activation))
         if residual_init_scale != 1.0:
             scaled_kaiming_init_(self.body, residual_init_scale)
+            if self.image_skip != "none":
+                # As BasicSR's MSRResNet: with an image skip the output conv starts small too, so training
+                # begins at the interpolation rather than at interpolation + random noise.
+                scaled_kaiming_init_(self.tail, residual_init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
