@@ -91,3 +91,24 @@ TINY = [
     "trainer.max_steps=2", "trainer.val_check_interval=2", "batch_size=2", "crop=32", "scale=4",
     "logger=csv", "callbacks=none", "precision=32-true",
 ]
+
+
+# A tiny generator config and a checkpoint in the layout `train` writes, for eval/upscale/export tests.
+TINY_GEN = {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": 2, "in_channels": 3, "channels": 8,
+            "blocks": 1}
+
+
+def write_checkpoint(path: Path, gen: dict, color: str = "rgb", value_range=(0.0, 1.0), ema: bool = True,
+                     seed: int = 0) -> Path:
+    """hyper_parameters['cfg'] (with the config columns eval reports), gen.* and (different) gen_ema.* weights."""
+    import torch
+    from hydra.utils import instantiate
+
+    torch.manual_seed(seed)
+    state = {f"gen.{k}": v for k, v in instantiate(gen).state_dict().items()}
+    if ema:
+        state.update({f"gen_ema.{k}": v for k, v in instantiate(gen).state_dict().items()})
+    cfg = {"gen": gen, "disc": {"blocks": 3}, "scale": gen["scale"], "color": color,
+           "value_range": list(value_range), "model_name": "tiny", "crop": 32, "lr": 1e-4}
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 5}, path)
+    return path

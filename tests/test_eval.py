@@ -15,23 +15,10 @@ from PIL import Image
 from sr_lightning.commands import evaluate as ev
 from sr_lightning.metrics import LPIPS_MISSING, image_metrics
 from sr_lightning.ops.imresize import imresize
+from conftest import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-TINY_GEN = {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": 2, "in_channels": 3, "channels": 8,
-            "blocks": 1}
 
-
-def write_checkpoint(path: Path, gen: dict, color: str = "rgb", value_range=(0.0, 1.0), seed: int = 0) -> Path:
-    """A checkpoint in the layout `train` writes: hyper_parameters['cfg'], gen.* and (different) gen_ema.* weights."""
-    from hydra.utils import instantiate
-
-    torch.manual_seed(seed)
-    state = {f"gen.{k}": v for k, v in instantiate(gen).state_dict().items()}
-    state.update({f"gen_ema.{k}": v for k, v in instantiate(gen).state_dict().items()})
-    cfg = {"gen": gen, "disc": {"blocks": 3}, "scale": gen["scale"], "color": color,
-           "value_range": list(value_range), "model_name": "tiny", "crop": 32, "lr": 1e-4}
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 5}, path)
-    return path
 
 
 def _read_csv(path: Path) -> list[dict]:

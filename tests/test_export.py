@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,25 +12,11 @@ from sr_lightning.checkpoint import load_generator
 from sr_lightning.commands import export as export_cmd
 from sr_lightning.commands.export import ExportError, load_exported, sidecar_path
 from sr_lightning.inference import Upscaler
+from conftest import TINY_GEN, write_checkpoint
 
-TINY_GEN = {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": 2, "in_channels": 3, "channels": 8,
-            "blocks": 1}
 TINY_LAPSRN = {"_target_": "sr_lightning.models.lapsrn.LapSRN", "scale": 4, "in_channels": 1, "channels": 8,
                "blocks": 1}
 
-
-def write_checkpoint(path: Path, gen: dict, color: str = "rgb", value_range=(0.0, 1.0), ema: bool = True) -> Path:
-    """A checkpoint with the layout `train` writes: hyper_parameters['cfg'], gen.* and (different) gen_ema.*."""
-    from hydra.utils import instantiate
-
-    torch.manual_seed(0)
-    state = {f"gen.{k}": v for k, v in instantiate(gen).state_dict().items()}
-    if ema:
-        state.update({f"gen_ema.{k}": v for k, v in instantiate(gen).state_dict().items()})
-    cfg = {"gen": gen, "scale": gen["scale"], "color": color, "value_range": list(value_range),
-           "model_name": "tiny"}
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 5}, path)
-    return path
 
 
 def _export(**kwargs):
@@ -134,7 +119,7 @@ def test_bad_options(tmp_path):
 def test_cli_export_then_upscale(tmp_path, cli):
     from PIL import Image
 
-    ckpt = write_checkpoint(tmp_path / "best.ckpt", TINY_GEN)
+    write_checkpoint(tmp_path / "best.ckpt", TINY_GEN)
     Image.fromarray(_image()).save(tmp_path / "a.png")
     result = cli("export", "ckpt=best.ckpt", "format=safetensors", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

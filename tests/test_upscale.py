@@ -19,24 +19,10 @@ from sr_lightning.models.lapsrn import LapSRN
 from sr_lightning.models.srresnet import SRResNet
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize, imresize_np
+from conftest import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-TINY_GEN = {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": 2, "in_channels": 3, "channels": 8,
-            "blocks": 1}
 
-
-def write_checkpoint(path: Path, gen: dict, color: str = "rgb", value_range=(0.0, 1.0), ema: bool = True) -> Path:
-    """A checkpoint with the layout `train` writes (hyper_parameters['cfg'], gen.* and gen_ema.* weights)."""
-    from hydra.utils import instantiate
-
-    torch.manual_seed(0)
-    state = {f"gen.{k}": v for k, v in instantiate(gen).state_dict().items()}
-    if ema:
-        state.update({f"gen_ema.{k}": v for k, v in instantiate(gen).state_dict().items()})
-    cfg = {"gen": gen, "scale": gen["scale"], "color": color, "value_range": list(value_range),
-           "model_name": "tiny"}
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 5}, path)
-    return path
 
 
 def _rgb(h, w, seed=0, dtype=np.uint8):
