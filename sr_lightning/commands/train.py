@@ -285,8 +285,7 @@ def _one_line(err: BaseException) -> str:
 
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    text = " ".join(str(err).split()) or err.__class__.__name__
-    return text if isinstance(err, (ConfigError, SetupError)) else f"{text}"
+    return " ".join(str(err).split()) or err.__class__.__name__
 
 
 class SweepSummaryCallback(Callback):
