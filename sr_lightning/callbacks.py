@@ -35,7 +35,7 @@ class SRCheckpoint(Callback):
     def _save_last(self, trainer: pl.Trainer) -> None:
         if self._last_saved_step == trainer.global_step:
             return
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # full state for resume
         self._last_saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -49,7 +49,7 @@ class SRCheckpoint(Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if math.isfinite(score) and self.sign * score > self.sign * self.best_score:
             self.best_score, self.best_step = score, trainer.global_step
-            trainer.save_checkpoint(self.best_path)
+            trainer.save_checkpoint(self.best_path, weights_only=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_last(trainer)

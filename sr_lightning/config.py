@@ -95,6 +95,10 @@ def validate_train_config(cfg: DictConfig) -> None:
     channels_last = _get(cfg, "module.channels_last")
     if channels_last not in ("auto", True, False):
         raise ConfigError("module.channels_last", f"got {channels_last!r}; allowed: auto, true, false")
+    if _get(cfg, "module.sync_bn") and _get(cfg, "trainer.accelerator") == "cpu" and _get(cfg, "trainer.devices") != 1:
+        # torch's SyncBatchNorm refuses CPU tensors once a process group exists: say so before DDP starts.
+        raise ConfigError("module.sync_bn", "SyncBatchNorm needs GPUs; with trainer.accelerator=cpu and several "
+                          "processes allowed: module.sync_bn=false (or trainer=ddp on GPUs)")
     gan_start = _get(cfg, "module.gan_start_step")
     if not isinstance(gan_start, int) or gan_start < 0:
         raise ConfigError("module.gan_start_step", f"got {gan_start!r}; allowed: an integer >= 0")

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from sr_lightning.models import final_output
 from sr_lightning.ops.imresize import imresize
 
 log = logging.getLogger(__name__)
+
+# Schedules count iterations (G updates) for both networks, so D's scheduler steps while D is still waiting
+# for gan_start_step, or when an fp16 overflow skipped its step; torch warns about exactly that order.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
 
 def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
@@ -84,9 +89,12 @@ class SRModule(pl.LightningModule):
 
         self.gen: nn.Module = instantiate(cfg["gen"])
         self.disc: nn.Module | None = instantiate(cfg["disc"]) if cfg.get("disc") else None
-        if self.disc is not None and self.opt_cfg.get("sync_bn"):
-            self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
+        if self.opt_cfg.get("sync_bn"):
+            # Before the EMA copy is made, so G and its EMA keep the same structure and state_dict keys. In
+            # eval mode (validation, the EMA) and in a single process SyncBatchNorm is plain BatchNorm.
             self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
+            if self.disc is not None:
+                self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
         losses = cfg["loss"]
         self.pixel_loss = instantiate(losses["pixel"]) if losses.get("pixel") else None
         self.adv_loss = instantiate(losses["adversarial"]) if losses.get("adversarial") else None
@@ -104,9 +112,9 @@ class SRModule(pl.LightningModule):
         if self.ema_decay is not None and any(True for _ in self.gen.parameters()):
             self.gen_ema = copy.deepcopy(self.gen).requires_grad_(False).eval()
 
+        # fp16: one GradScaler per network, created in setup() once the device type is known (a "cuda" scaler
+        # silently disables itself where CUDA is absent).
         self.scalers: dict[str, torch.amp.GradScaler] = {}
-        if self.amp_dtype == torch.float16:
-            self.scalers = {"g": torch.amp.GradScaler("cuda"), "d": torch.amp.GradScaler("cuda")}
 
         self.val_metrics = SRMetrics(crop_border=self.scale)
         self.val_bicubic = SRMetrics(crop_border=self.scale)
@@ -122,6 +130,9 @@ class SRModule(pl.LightningModule):
         return self.has_gan and step >= int(self.opt_cfg.get("gan_start_step", 0))
 
     def setup(self, stage: str) -> None:
+        if self.amp_dtype == torch.float16 and not self.scalers:
+            device_type = self.trainer.strategy.root_device.type
+            self.scalers = {"g": torch.amp.GradScaler(device_type), "d": torch.amp.GradScaler(device_type)}
         for module in self._frozen.values():
             module.to(self.device)
         if self.use_channels_last:

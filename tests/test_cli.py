@@ -75,6 +75,7 @@ def test_short_keys_are_interpolated(tmp_path):
         (["color=y"], "gen.in_channels"),
         (["precision=fp8"], "precision"),
         (["model=lapsrn", "scale=3"], "scale"),
+        (["model=srgan_mse", "trainer=ddp_cpu", "module.sync_bn=true"], "module.sync_bn"),
     ],
 )
 def test_invalid_values_name_the_key(overrides, key, tmp_path):
