@@ -408,3 +408,23 @@ def test_msrresnet_image_skip_adds_the_interpolated_input():
     assert torch.allclose(net(x), expected, atol=1e-6)
     with pytest.raises(ValueError, match="image_skip"):
         SRResNet(scale=4, blocks=1, channels=8, image_skip="lanczos")
+
+
+def test_srresnet_subpixel_direct_upsamples_once_at_lr_resolution():
+    """ESPCN-style direct upsampler: one LR conv to 3*s^2 channels and one PixelShuffle, no HR-resolution conv."""
+    import torch.nn.functional as F
+
+    net = SRResNet(scale=4, blocks=2, channels=8, batch_norm=False, upsample="subpixel_direct", image_skip="bicubic")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    # head 9x9 + 2 blocks x 2 + trunk + the single upsampling conv; nothing runs after the PixelShuffle
+    assert len(convs) == 1 + 4 + 1 + 1 and convs[-1].out_channels == 3 * 4 ** 2
+    paper = SRResNet(scale=4, blocks=2, channels=8, batch_norm=False)
+    expected = (sum(p.numel() for p in paper.parameters())
+                - sum(p.numel() for p in paper.upsampler.parameters()) - sum(p.numel() for p in paper.tail.parameters())
+                + (8 * 48 * 9 + 48))
+    assert sum(p.numel() for p in net.parameters()) == expected
+    x = torch.rand(1, 3, 5, 7)
+    assert net(x).shape == (1, 3, 20, 28)
+    torch.nn.init.zeros_(net.upsampler[0].weight)
+    torch.nn.init.zeros_(net.upsampler[0].bias)
+    assert torch.allclose(net(x), F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False), atol=1e-6)

@@ -18,6 +18,11 @@ from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, check_choi
 __all__ = ["SRResNet"]
 
 IMAGE_SKIPS = ("none", "bilinear", "bicubic")
+# "subpixel_direct": ESPCN's single sub-pixel layer (SwinIR calls it "pixelshuffledirect" for its lightweight
+# models): one conv at LR resolution to out_channels * scale^2, one PixelShuffle(scale), and no HR-resolution
+# conv after it. At x4 the paper's upsampler plus 9x9 output conv cost more than 16 residual convs, so this is
+# the mode for small, fast models (the CPU quickstart), where the compute belongs in the LR-resolution body.
+SRRESNET_UPSAMPLE_MODES = UPSAMPLE_MODES + ("subpixel_direct",)
 
 
 class SRResNet(nn.Module):
@@ -31,7 +36,8 @@ class SRResNet(nn.Module):
         blocks: number of residual blocks B (paper: 16).
         batch_norm: BatchNorm in the residual blocks and after the trunk conv (paper: on; MSRResNet: off).
         activation: prelu | leakyrelu | swish | relu, used everywhere an activation sits.
-        upsample: subpixel (paper) | nearest | transposed.
+        upsample: subpixel (paper) | nearest | transposed | subpixel_direct (one conv + PixelShuffle at the
+            end, no HR-resolution convs: for small, fast models).
         output_activation: none (paper, linear output) | sigmoid | tanh.
         residual_init_scale: residual-branch convs start from kaiming init times this (MSRResNet's 0.1);
             it keeps the B-block stack near the identity early on when there is no BatchNorm.
@@ -50,7 +56,7 @@ class SRResNet(nn.Module):
         check_positive(owner, "channels", channels)
         check_positive(owner, "blocks", blocks, minimum=0)
         activation = check_choice(owner, "activation", activation, ACTIVATIONS)
-        upsample = check_choice(owner, "upsample", upsample, UPSAMPLE_MODES)
+        upsample = check_choice(owner, "upsample", upsample, SRRESNET_UPSAMPLE_MODES)
         output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
         self.image_skip = check_choice(owner, "image_skip", image_skip, IMAGE_SKIPS)
         if self.image_skip != "none" and self.out_channels != self.in_channels:
@@ -64,15 +70,21 @@ class SRResNet(nn.Module):
         if batch_norm:
             trunk.append(nn.BatchNorm2d(channels))
         self.trunk = nn.Sequential(*trunk)
-        self.upsampler = make_upsampler(upsample, channels, self.scale, activation)
-        self.tail = nn.Sequential(nn.Conv2d(channels, self.out_channels, 9, padding=4),
-                                  make_output_activation(output_activation))
+        if upsample == "subpixel_direct":
+            self.upsampler = nn.Sequential(conv3x3(channels, self.out_channels * self.scale ** 2),
+                                           nn.PixelShuffle(self.scale))
+            self.tail = nn.Sequential(make_output_activation(output_activation))
+        else:
+            self.upsampler = make_upsampler(upsample, channels, self.scale, activation)
+            self.tail = nn.Sequential(nn.Conv2d(channels, self.out_channels, 9, padding=4),
+                                      make_output_activation(output_activation))
         if residual_init_scale != 1.0:
             scaled_kaiming_init_(self.body, residual_init_scale)
             if self.image_skip != "none":
                 # As BasicSR's MSRResNet: with an image skip the output conv starts small too, so training
                 # begins at the interpolation rather than at interpolation + random noise.
-                scaled_kaiming_init_(self.tail, residual_init_scale)
+                scaled_kaiming_init_(self.upsampler if upsample == "subpixel_direct" else self.tail,
+                                     residual_init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
