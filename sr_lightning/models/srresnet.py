@@ -74,17 +74,18 @@ class SRResNet(nn.Module):
             self.upsampler = nn.Sequential(conv3x3(channels, self.out_channels * self.scale ** 2),
                                            nn.PixelShuffle(self.scale))
             self.tail = nn.Sequential(make_output_activation(output_activation))
+            output_layers = self.upsampler   # its conv is the last one before the image
         else:
             self.upsampler = make_upsampler(upsample, channels, self.scale, activation)
             self.tail = nn.Sequential(nn.Conv2d(channels, self.out_channels, 9, padding=4),
                                       make_output_activation(output_activation))
+            output_layers = self.tail
         if residual_init_scale != 1.0:
             scaled_kaiming_init_(self.body, residual_init_scale)
             if self.image_skip != "none":
                 # As BasicSR's MSRResNet: with an image skip the output conv starts small too, so training
                 # begins at the interpolation rather than at interpolation + random noise.
-                scaled_kaiming_init_(self.upsampler if upsample == "subpixel_direct" else self.tail,
-                                     residual_init_scale)
+                scaled_kaiming_init_(output_layers, residual_init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
