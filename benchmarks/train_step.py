@@ -1,16 +1,18 @@
 """Training-step benchmark: our SRModule through the Lightning Trainer vs a plain PyTorch loop doing the same math.
 
-For each generator (SRResNet-16, RRDBNet-23) and each precision setting (fp32 NCHW, the default that
-`precision=auto` picks on this machine, and bf16 autocast + channels_last explicitly) it reports the median
-step time of both paths and the ratios:
+For each generator (SRGAN's SRResNet-16 with BatchNorm, BasicSR's MSRResNet-16, ESRGAN's RRDBNet-23) and each
+precision setting (fp32 NCHW, the default that `precision=auto` picks on this machine, bf16 autocast +
+channels_last explicitly where that is not the default, and on a GPU 16-mixed with a GradScaler) it reports the
+median step time of both paths and the ratios:
   * Lightning overhead = lightning / plain (target <= 1.05)
   * speed-up of a setting over fp32 = fp32 / setting (plain loop)
 
 Both paths do exactly the same work per step: forward, L1 loss, backward, gradient-norm measurement, Adam step,
 zero_grad, EMA update — on fixed in-memory tensors so data loading is not measured (see benchmarks/data.py).
 
-usage: python benchmarks/train_step.py [--quick] [--steps N] [--models srresnet rrdbnet]
+usage: python benchmarks/train_step.py [--quick] [--steps N] [--models srresnet msrresnet rrdbnet] [--device cuda]
   --quick uses batch 4 and crop 48 (minutes instead of tens of minutes on 2 CPU cores).
+  --device cuda times the same on the first GPU (both paths synchronise before reading the clock).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from conftest import compose_train  # noqa: E402
 from sr_lightning.commands.train import resolve_precision  # noqa: E402
 from sr_lightning.module import SRModule  # noqa: E402
 
-PRESETS = {"srresnet": ["model=msrresnet", "gen.blocks=16"], "rrdbnet": ["model=rrdb_psnr"]}
+PRESETS = {"srresnet": ["model=srresnet"], "msrresnet": ["model=msrresnet"], "rrdbnet": ["model=rrdb_psnr"]}
 
 
 class FixedBatches(Dataset):
@@ -49,85 +51,108 @@ class FixedBatches(Dataset):
         return {"lr": self.lr[j], "hr": self.hr[j], "name": str(j)}
 
 
+def clock(device: torch.device) -> float:
+    """Wall time after the device has finished the work queued so far (GPU kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class StepTimer(pl.Callback):
+    """Times each training step; Lightning has moved the batch to the device before on_train_batch_start."""
+
     def __init__(self):
         self.times: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._t = time.perf_counter()
+        self._t = clock(pl_module.device)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.times.append(time.perf_counter() - self._t)
+        self.times.append(clock(pl_module.device) - self._t)
+
+
+AMP_DTYPES = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
 
 
 def build_module(model: str, precision: str, channels_last: bool, batch: int, crop: int) -> SRModule:
     cfg = compose_train(["~data", *PRESETS[model], f"crop={crop}", f"batch_size={batch}", "loss=l1",
                          "module.ema_decay=0.999"], output_dir=Path("/tmp"))
-    amp = {"bf16-mixed": "bfloat16"}.get(precision)
-    return SRModule(cfg, amp_dtype=amp, channels_last=channels_last)
+    return SRModule(cfg, amp_dtype=AMP_DTYPES.get(precision), channels_last=channels_last)
 
 
-def lightning_steps(module: SRModule, batch: int, crop: int, steps: int, warmup: int) -> list[float]:
+def lightning_steps(module: SRModule, batch: int, crop: int, steps: int, warmup: int,
+                    device: torch.device) -> list[float]:
     timer = StepTimer()
     loader = DataLoader(FixedBatches(batch, crop), batch_size=batch)
     trainer = pl.Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         callbacks=[timer], accelerator="cpu", devices=1, precision="32-true")
+                         callbacks=[timer], accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                         precision="32-true")
     trainer.fit(module, train_dataloaders=loader)
     return timer.times[warmup:]
 
 
-def plain_steps(module: SRModule, batch: int, crop: int, steps: int, warmup: int) -> list[float]:
+def plain_steps(module: SRModule, batch: int, crop: int, steps: int, warmup: int,
+                device: torch.device) -> list[float]:
     """The same math as SRModule.training_step for a generator-only preset, without Lightning."""
-    gen = module.gen
+    memory_format = torch.channels_last if module.use_channels_last else torch.contiguous_format
+    gen = module.gen.to(device, memory_format=memory_format)
     ema = copy.deepcopy(gen).requires_grad_(False)
-    if module.use_channels_last:
-        gen.to(memory_format=torch.channels_last)
-        ema.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(gen.parameters(), lr=1e-4)
+    # fp16 (GPU only): the loss scaling SRModule does with its per-network GradScaler
+    scaler = torch.amp.GradScaler(device.type, enabled=module.amp_dtype == torch.float16)
     data = FixedBatches(batch, crop)
-    lr, hr = data.lr, data.hr
-    if module.use_channels_last:
-        lr, hr = lr.contiguous(memory_format=torch.channels_last), hr.contiguous(memory_format=torch.channels_last)
+    lr, hr = (t.to(device).contiguous(memory_format=memory_format) for t in (data.lr, data.hr))
     times = []
     for step in range(steps + warmup):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=module.amp_dtype or torch.float32, enabled=module.amp_dtype is not None):
+        t = clock(device)
+        with torch.autocast(device.type, dtype=module.amp_dtype or torch.float32, enabled=module.amp_dtype is not None):
             loss = torch.nn.functional.l1_loss(gen(lr).float(), hr)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(list(gen.parameters()), math.inf)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             decay = min(0.999, (1 + step) / (10 + step))
             torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in gen.parameters()], 1 - decay)
-        times.append(time.perf_counter() - t)
+            for b_ema, b in zip(ema.buffers(), gen.buffers()):
+                b_ema.copy_(b)
+        times.append(clock(device) - t)
     return times[warmup:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA GPU here")
     batch, crop = (4, 48) if args.quick else (16, 96)
-    default_precision, _, default_cl = resolve_precision("auto", "cpu", "auto")
+    default_precision, _, default_cl = resolve_precision("auto", "gpu" if device.type == "cuda" else "cpu", "auto")
     settings = [("fp32", "32-true", False), (f"default ({default_precision}, channels_last={default_cl})",
                                                default_precision, default_cl)]
     if default_precision != "bf16-mixed":
         settings.append(("bf16-mixed + channels_last", "bf16-mixed", True))
+    if device.type == "cuda" and default_precision != "16-mixed":
+        settings.append(("16-mixed + channels_last", "16-mixed", True))
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"batch {batch}, HR crop {crop}, x4; {args.steps} timed steps after {args.warmup} warm-up; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")
+          f"torch {torch.__version__}, {where}")
     for model in args.models:
         fp32_plain = None
         for label, precision, channels_last in settings:
             torch.manual_seed(0)
             module = build_module(model, precision, channels_last, batch, crop)
-            plain = statistics.median(plain_steps(copy.deepcopy(module), batch, crop, args.steps, args.warmup))
-            light = statistics.median(lightning_steps(module, batch, crop, args.steps, args.warmup))
+            plain = statistics.median(plain_steps(copy.deepcopy(module), batch, crop, args.steps, args.warmup, device))
+            light = statistics.median(lightning_steps(module, batch, crop, args.steps, args.warmup, device))
             fp32_plain = fp32_plain or plain
             print(f"{model:9s} {label:45s} plain {plain * 1e3:8.1f} ms  lightning {light * 1e3:8.1f} ms  "
                   f"overhead x{light / plain:5.3f}  speed-up vs fp32 x{fp32_plain / plain:5.2f}", flush=True)

@@ -28,6 +28,19 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
 
 
+def _cpu_processes(cfg: DictConfig) -> int:
+    """Processes Lightning starts for a CPU run: trainer.devices ("auto" = 1, or a count) x trainer.num_nodes.
+
+    A value Lightning itself rejects counts as 1 here, so Lightning's own error reaches the user.
+    """
+    def count(value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, 1)
+        return int(value) if isinstance(value, str) and value.strip().isdigit() and int(value) > 0 else 1
+
+    return count(_get(cfg, "trainer.devices", "auto")) * count(_get(cfg, "trainer.num_nodes", 1))
+
+
 def _positive_int(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
     if value is None:
@@ -95,7 +108,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     channels_last = _get(cfg, "module.channels_last")
     if channels_last not in ("auto", True, False):
         raise ConfigError("module.channels_last", f"got {channels_last!r}; allowed: auto, true, false")
-    if _get(cfg, "module.sync_bn") and _get(cfg, "trainer.accelerator") == "cpu" and _get(cfg, "trainer.devices") != 1:
+    if _get(cfg, "module.sync_bn") and _get(cfg, "trainer.accelerator") == "cpu" and _cpu_processes(cfg) > 1:
         # torch's SyncBatchNorm refuses CPU tensors once a process group exists: say so before DDP starts.
         raise ConfigError("module.sync_bn", "SyncBatchNorm needs GPUs; with trainer.accelerator=cpu and several "
                           "processes allowed: module.sync_bn=false (or trainer=ddp on GPUs)")

@@ -76,6 +76,8 @@ def test_short_keys_are_interpolated(tmp_path):
         (["precision=fp8"], "precision"),
         (["model=lapsrn", "scale=3"], "scale"),
         (["model=srgan_mse", "trainer=ddp_cpu", "module.sync_bn=true"], "module.sync_bn"),
+        (["model=srgan_mse", "trainer.accelerator=cpu", "trainer.devices=1", "+trainer.num_nodes=2",
+          "module.sync_bn=true"], "module.sync_bn"),
     ],
 )
 def test_invalid_values_name_the_key(overrides, key, tmp_path):
@@ -84,6 +86,14 @@ def test_invalid_values_name_the_key(overrides, key, tmp_path):
         validate_train_config(cfg)
     assert info.value.key == key
     assert "allowed" in str(info.value) or "supports" in str(info.value) or "needs" in str(info.value)
+
+
+@pytest.mark.parametrize("devices", ["auto", "1", "'1'"])
+def test_sync_bn_is_accepted_for_one_cpu_process(devices, tmp_path):
+    """devices=auto is one process on CPU in Lightning, so sync_bn (a no-op there) must not be refused."""
+    cfg = compose_train(["model=srgan_mse", "trainer.accelerator=cpu", f"trainer.devices={devices}",
+                         "module.sync_bn=true"], output_dir=tmp_path)
+    validate_train_config(cfg)
 
 
 @pytest.mark.slow

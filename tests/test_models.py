@@ -17,8 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sr_lightning import models
-from sr_lightning.models import (Bicubic, Bilinear, DCGANSRGenerator, LapSRN, Nearest, NeighbourAverage, RRDBNet,
-                                 SRResNet, count_parameters, final_output)
+from sr_lightning.models import (Bicubic, Bilinear, DCGANSRGenerator, LapSRN, MSRResNet, Nearest, NeighbourAverage,
+                                 RRDBNet, SRResNet, count_parameters, final_output)
 from sr_lightning.models.blocks import make_activation, make_output_activation, make_upsampler
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -26,7 +26,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # Tiny instances of every trainable generator family (name, factory(scale, in_channels)).
 TINY_TRAINABLE = {
     "srresnet": lambda scale, c=3: SRResNet(scale=scale, in_channels=c, channels=8, blocks=2),
-    "msrresnet": lambda scale, c=3: SRResNet(scale=scale, in_channels=c, channels=8, blocks=2, batch_norm=False),
+    "msrresnet": lambda scale, c=3: MSRResNet(scale=scale, in_channels=c, channels=8, blocks=2),
     "seed000": lambda scale, c=3: SRResNet(scale=scale, in_channels=c, channels=8, blocks=2, activation="swish"),
     "rrdbnet": lambda scale, c=3: RRDBNet(scale=scale, in_channels=c, channels=8, blocks=1, growth=4),
     "lapsrn": lambda scale, c=3: LapSRN(scale=scale, in_channels=c, channels=8, blocks=2),
@@ -55,7 +55,7 @@ GEN_SCALE_PAIRS = [(name, scale) for name in TINY for scale in _supported(name)]
 
 def test_registry_lists_every_backbone():
     zoo = models.available()
-    assert set(zoo["generators"]) == {"srresnet", "rrdbnet", "lapsrn", "dcgan_sr", "bicubic", "bilinear",
+    assert set(zoo["generators"]) == {"srresnet", "msrresnet", "rrdbnet", "lapsrn", "dcgan_sr", "bicubic", "bilinear",
                                       "nearest", "neighbour_avg"}
     assert set(zoo["discriminators"]) == {"vgg", "patchgan", "unet"}
     for cls in zoo["generators"].values():
@@ -118,6 +118,31 @@ def test_seed000_network_is_an_srresnet_configuration():
     assert isinstance(net.head[1], torch.nn.SiLU)
 
 
+@pytest.mark.parametrize("scale, expected", [(4, 1_517_571), (2, 1_369_859), (3, 1_554_499)])
+def test_msrresnet_matches_basicsr_counts(scale, expected):
+    """BasicSR's MSRResNet: 3x3 head, 16 conv-ReLU-conv blocks, sub-pixel stages, HR conv, 3x3 output conv."""
+    c = 64
+    upsampling = sum(_conv(c, c * r * r, 3) for r in ([2, 2] if scale == 4 else [scale]))
+    formula = _conv(3, c, 3) + 16 * 2 * _conv(c, c, 3) + upsampling + _conv(c, c, 3) + _conv(c, 3, 3)
+    assert formula == expected  # x4: the MSRResNet_x4 count BasicSR reports
+    assert count_parameters(MSRResNet(scale=scale, channels=c, blocks=16)) == expected
+
+
+def test_msrresnet_layout_is_basicsr_not_srresnet_without_bn():
+    net = MSRResNet(scale=4, channels=8, blocks=3)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {m.kernel_size for m in convs} == {(3, 3)}  # no 9x9 head/tail as in SRGAN's SRResNet
+    assert len(convs) == 1 + 3 * 2 + 2 + 2  # head, blocks, two x2 stages, HR conv + output conv
+    acts = [m for m in net.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.PReLU))]
+    assert sum(type(m) is torch.nn.ReLU for m in acts) == 3  # one per residual block
+    assert [m.negative_slope for m in acts if isinstance(m, torch.nn.LeakyReLU)] == [0.1] * 4
+    assert not any(isinstance(m, (torch.nn.PReLU, torch.nn.BatchNorm2d)) for m in net.modules())
+    # every conv starts at kaiming x 0.1 (std sqrt(2 / fan_in) * 0.1), biases at zero
+    hr_conv = net.tail[0]
+    assert hr_conv.weight.std().item() == pytest.approx(0.1 * (2 / (8 * 9)) ** 0.5, rel=0.25)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in convs)
+
+
 def test_rrdbnet_23_matches_basicsr_x4_count():
     assert count_parameters(RRDBNet(scale=4, channels=64, blocks=23, growth=32)) == 16_697_987
 
@@ -153,7 +178,7 @@ def test_single_channel_y_input(name):
 
 
 @pytest.mark.parametrize("cls, bad_scale, allowed", [
-    (SRResNet, 5, "2, 3, 4, 8"), (RRDBNet, 6, "2, 3, 4, 8"), (DCGANSRGenerator, 16, "2, 3, 4, 8"),
+    (SRResNet, 5, "2, 3, 4, 8"), (MSRResNet, 6, "2, 3, 4, 8"), (RRDBNet, 6, "2, 3, 4, 8"), (DCGANSRGenerator, 16, "2, 3, 4, 8"),
     (LapSRN, 3, "2, 4, 8"), (Bicubic, 1, "2, 3, 4, 8"), (NeighbourAverage, 2.5, "2, 3, 4, 8"),
 ])
 def test_unsupported_scale_names_the_allowed_scales(cls, bad_scale, allowed):
@@ -345,7 +370,7 @@ def test_bicubic_reproduces_reference_set5_x4_psnr(benchmarks_dir):
 # --- conf/gen ---------------------------------------------------------------------------------------------------
 
 GEN_YAMLS = {
-    "srresnet": SRResNet, "msrresnet": SRResNet, "seed000": SRResNet, "rrdbnet": RRDBNet, "lapsrn": LapSRN,
+    "srresnet": SRResNet, "msrresnet": MSRResNet, "seed000": SRResNet, "rrdbnet": RRDBNet, "lapsrn": LapSRN,
     "dcgan_sr": DCGANSRGenerator, "bicubic": Bicubic, "bilinear": Bilinear, "nearest": Nearest,
     "neighbour_avg": NeighbourAverage,
 }
@@ -387,7 +412,8 @@ def test_gen_yamls_carry_the_papers_settings():
 
     assert {"blocks": 16, "channels": 64, "batch_norm": True, "activation": "prelu"}.items() <= params(
         "srresnet").items()
-    assert params("msrresnet")["batch_norm"] is False
+    assert {k: params("msrresnet")[k] for k in ("blocks", "channels", "negative_slope", "image_skip")} == {
+        "blocks": 16, "channels": 64, "negative_slope": 0.1, "image_skip": "bilinear"}
     assert {k: params("seed000")[k] for k in ("channels", "blocks", "activation")} == {
         "channels": 20, "blocks": 18, "activation": "swish"}
     assert {k: params("rrdbnet")[k] for k in ("blocks", "channels", "growth")} == {
@@ -396,24 +422,27 @@ def test_gen_yamls_carry_the_papers_settings():
     assert params("lapsrn")["upsample"] == "transposed"
 
 
-def test_msrresnet_image_skip_adds_the_interpolated_input():
-    """With a zeroed output conv, MSRResNet's output is exactly the bilinear upsampling of its input."""
-    import torch.nn.functional as F
-
-    net = SRResNet(scale=4, blocks=1, channels=8, batch_norm=False, image_skip="bilinear")
-    torch.nn.init.zeros_(net.tail[0].weight)
-    torch.nn.init.zeros_(net.tail[0].bias)
+@pytest.mark.parametrize("cls, output_conv, mode", [
+    (MSRResNet, lambda net: net.tail[2], "bilinear"),   # MSRResNet's default skip
+    (SRResNet, lambda net: net.tail[0], "bicubic"),     # SRResNet: off unless asked
+])
+def test_image_skip_adds_the_interpolated_input(cls, output_conv, mode):
+    """With a zeroed output conv, the output is exactly the interpolation of the input."""
+    kwargs = {} if cls is MSRResNet else {"image_skip": mode, "batch_norm": False}
+    net = cls(scale=4, blocks=1, channels=8, **kwargs)
+    torch.nn.init.zeros_(output_conv(net).weight)
+    torch.nn.init.zeros_(output_conv(net).bias)
     x = torch.rand(1, 3, 6, 5)
-    expected = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    expected = F.interpolate(x, scale_factor=4, mode=mode, align_corners=False)
     assert torch.allclose(net(x), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="image_skip"):
-        SRResNet(scale=4, blocks=1, channels=8, image_skip="lanczos")
+    with pytest.raises(ValueError, match=f"{cls.__name__}: image_skip='lanczos'"):
+        cls(scale=4, blocks=1, channels=8, image_skip="lanczos")
+    with pytest.raises(ValueError, match=f"{cls.__name__}: image_skip=bilinear .* out_channels == in_channels"):
+        cls(scale=4, blocks=1, channels=8, in_channels=1, out_channels=3, image_skip="bilinear")
 
 
 def test_srresnet_subpixel_direct_upsamples_once_at_lr_resolution():
     """ESPCN-style direct upsampler: one LR conv to 3*s^2 channels and one PixelShuffle, no HR-resolution conv."""
-    import torch.nn.functional as F
-
     net = SRResNet(scale=4, blocks=2, channels=8, batch_norm=False, upsample="subpixel_direct", image_skip="bicubic")
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     # head 9x9 + 2 blocks x 2 + trunk + the single upsampling conv; nothing runs after the PixelShuffle

@@ -17,18 +17,19 @@ from .discriminators import PatchGANDiscriminator, UNetDiscriminatorSN, VGGStyle
 from .interpolation import Bicubic, Bilinear, Nearest, NeighbourAverage
 from .lapsrn import LapSRN
 from .rrdbnet import RRDBNet
-from .srresnet import SRResNet
+from .srresnet import MSRResNet, SRResNet
 
 __all__ = [
     "GENERATORS", "DISCRIMINATORS", "available", "count_parameters", "final_output",
-    "SRResNet", "RRDBNet", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
+    "SRResNet", "MSRResNet", "RRDBNet", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
     "VGGStyleDiscriminator", "PatchGANDiscriminator", "UNetDiscriminatorSN",
 ]
 
-# Registry names match the conf/gen and conf/disc files that select each class (msrresnet and seed000
-# are configurations of SRResNet / VGGStyleDiscriminator, not classes).
+# Registry names match the conf/gen and conf/disc files that select each class (seed000 is a
+# configuration of SRResNet / VGGStyleDiscriminator, not a class).
 GENERATORS: dict[str, type[nn.Module]] = {
     "srresnet": SRResNet,
+    "msrresnet": MSRResNet,
     "rrdbnet": RRDBNet,
     "lapsrn": LapSRN,
     "dcgan_sr": DCGANSRGenerator,

@@ -124,7 +124,7 @@ def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d
 # --- residual block -------------------------------------------------------------------------------------------
 
 class ResidualBlock(nn.Module):
-    """conv3x3 - [BN] - act - conv3x3 - [BN] + identity (SRResNet; without BN = EDSR / MSRResNet)."""
+    """conv3x3 - [BN] - act - conv3x3 - [BN] + identity (SRResNet; without BN and with ReLU: EDSR, MSRResNet)."""
 
     def __init__(self, channels: int, activation: str = "prelu", batch_norm: bool = True,
                  res_scale: float = 1.0) -> None:
@@ -145,27 +145,29 @@ class ResidualBlock(nn.Module):
 
 # --- upsamplers -----------------------------------------------------------------------------------------------
 
-def _stage_tail(channels: int, batch_norm: bool, activation: str | None) -> list[nn.Module]:
+def _stage_tail(channels: int, batch_norm: bool, activation: str | None,
+                negative_slope: float = 0.2) -> list[nn.Module]:
     layers: list[nn.Module] = []
     if batch_norm:
         layers.append(nn.BatchNorm2d(channels))
     if activation is not None:
-        layers.append(make_activation(activation))
+        layers.append(make_activation(activation, negative_slope))
     return layers
 
 
 class SubPixelUpsample(nn.Sequential):
     """Per stage: conv3x3 (C -> C*r^2) -> PixelShuffle(r) -> activation (Shi et al. 2016, SRGAN).
 
-    ``activation=None`` leaves the stage linear (for pre-activation networks such as LapSRN here).
+    ``activation=None`` leaves the stage linear (for pre-activation networks such as LapSRN here);
+    ``negative_slope`` is the LeakyReLU slope when ``activation="leakyrelu"`` (MSRResNet: 0.1).
     """
 
     def __init__(self, channels: int, scale: int, activation: str | None = "prelu",
-                 batch_norm: bool = False) -> None:
+                 batch_norm: bool = False, negative_slope: float = 0.2) -> None:
         layers: list[nn.Module] = []
         for r in upsample_factors(scale):
             layers += [conv3x3(channels, channels * r * r), nn.PixelShuffle(r)]
-            layers += _stage_tail(channels, batch_norm, activation)
+            layers += _stage_tail(channels, batch_norm, activation, negative_slope)
         super().__init__(*layers)
 
 

@@ -1,10 +1,16 @@
-"""SRResNet, the generator of SRGAN (Ledig et al., CVPR 2017), and its no-BN variant MSRResNet.
+"""SRResNet, the generator of SRGAN (Ledig et al., CVPR 2017), and BasicSR's modified SRResNet (MSRResNet).
 
-Paper layout (fig. 4): 9x9 conv + PReLU; B residual blocks (conv3x3-BN-PReLU-conv3x3-BN + identity);
+SRResNet, paper layout (fig. 4): 9x9 conv + PReLU; B residual blocks (conv3x3-BN-PReLU-conv3x3-BN + identity);
 conv3x3-BN plus a global skip from the head; sub-pixel upsampling stages (conv3x3 -> PixelShuffle(2) ->
 PReLU, one PixelShuffle(3) stage for x3); 9x9 output conv. With ``blocks=16, channels=64`` this is the
-paper's network (about 1.55M parameters). ``batch_norm=False`` is BasicSR's MSRResNet; the seed-000 network
-is ``channels=20, blocks=18, activation='swish'``.
+paper's network (1,549,462 parameters at x4). The seed-000 network is ``channels=20, blocks=18,
+activation='swish'``.
+
+MSRResNet (BasicSR's ``MSRResNet``, the SRResNet of its benchmarks) is a different network, not SRResNet with
+BatchNorm switched off: 3x3 first and last convs, ReLU inside the residual blocks and LeakyReLU(0.1) elsewhere,
+no trunk conv and no global feature skip, an extra 3x3 conv at HR resolution before the output conv, every conv
+initialised at kaiming x 0.1, and the bilinear upsampling of the input added to the output. 1,517,571
+parameters at x4 with ``blocks=16, channels=64``, BasicSR's MSRResNet_x4 count.
 """
 from __future__ import annotations
 
@@ -13,11 +19,29 @@ from torch import Tensor, nn
 
 from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, check_choice, check_positive, conv3x3,
                      init_generator_io, make_activation, make_output_activation, make_upsampler,
-                     ResidualBlock, scaled_kaiming_init_)
+                     ResidualBlock, scaled_kaiming_init_, SubPixelUpsample)
 
-__all__ = ["SRResNet"]
+__all__ = ["SRResNet", "MSRResNet"]
 
 IMAGE_SKIPS = ("none", "bilinear", "bicubic")
+
+
+def check_image_skip(module: nn.Module, owner: str, image_skip: str) -> str:
+    """Validate an image-skip mode; adding the upsampled input needs as many output as input channels."""
+    mode = check_choice(owner, "image_skip", image_skip, IMAGE_SKIPS)
+    if mode != "none" and module.out_channels != module.in_channels:
+        raise ValueError(f"{owner}: image_skip={image_skip} adds the upsampled input to the output, which needs "
+                         f"out_channels == in_channels (got {module.out_channels} and {module.in_channels})")
+    return mode
+
+
+def add_image_skip(out: Tensor, x: Tensor, mode: str, scale: int) -> Tensor:
+    """MSRResNet's image-level skip: the network only learns the residual over an interpolation of x."""
+    if mode == "none":
+        return out
+    return out + F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+
+
 # "subpixel_direct": ESPCN's single sub-pixel layer (SwinIR calls it "pixelshuffledirect" for its lightweight
 # models): one conv at LR resolution to out_channels * scale^2, one PixelShuffle(scale), and no HR-resolution
 # conv after it. At x4 the paper's upsampler plus 9x9 output conv cost more than 16 residual convs, so this is
@@ -34,15 +58,15 @@ class SRResNet(nn.Module):
         out_channels: image channels of the output (default: ``in_channels``).
         channels: feature maps per layer (paper: 64).
         blocks: number of residual blocks B (paper: 16).
-        batch_norm: BatchNorm in the residual blocks and after the trunk conv (paper: on; MSRResNet: off).
+        batch_norm: BatchNorm in the residual blocks and after the trunk conv (paper: on).
         activation: prelu | leakyrelu | swish | relu, used everywhere an activation sits.
         upsample: subpixel (paper) | nearest | transposed | subpixel_direct (one conv + PixelShuffle at the
             end, no HR-resolution convs: for small, fast models).
         output_activation: none (paper, linear output) | sigmoid | tanh.
-        residual_init_scale: residual-branch convs start from kaiming init times this (MSRResNet's 0.1);
+        residual_init_scale: residual-branch convs start from kaiming init times this (as MSRResNet's 0.1);
             it keeps the B-block stack near the identity early on when there is no BatchNorm.
         image_skip: none (paper) | bilinear | bicubic: add this upsampling of the input to the output, as
-            BasicSR's MSRResNet does (bilinear), so training starts from an interpolation instead of grey.
+            MSRResNet does (bilinear), so training starts from an interpolation instead of grey.
     """
 
     supported_scales = (2, 3, 4, 8)
@@ -58,10 +82,7 @@ class SRResNet(nn.Module):
         activation = check_choice(owner, "activation", activation, ACTIVATIONS)
         upsample = check_choice(owner, "upsample", upsample, SRRESNET_UPSAMPLE_MODES)
         output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        self.image_skip = check_choice(owner, "image_skip", image_skip, IMAGE_SKIPS)
-        if self.image_skip != "none" and self.out_channels != self.in_channels:
-            raise ValueError(f"{owner}: image_skip={image_skip} adds the upsampled input to the output, which needs "
-                             f"out_channels == in_channels (got {self.out_channels} and {self.in_channels})")
+        self.image_skip = check_image_skip(self, owner, image_skip)
 
         self.head = nn.Sequential(nn.Conv2d(self.in_channels, channels, 9, padding=4),
                                   make_activation(activation))
@@ -90,8 +111,43 @@ class SRResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
         features = features + self.trunk(self.body(features))  # global skip from the head
-        out = self.tail(self.upsampler(features))
-        if self.image_skip != "none":
-            # MSRResNet's image-level skip: the network only learns the residual over an interpolation of x.
-            out = out + F.interpolate(x, scale_factor=self.scale, mode=self.image_skip, align_corners=False)
-        return out
+        return add_image_skip(self.tail(self.upsampler(features)), x, self.image_skip, self.scale)
+
+
+class MSRResNet(nn.Module):
+    """BasicSR's modified SRResNet (the module docstring lists how it differs from SRGAN's SRResNet).
+
+    Args:
+        scale: upscaling factor, one of ``supported_scales`` (BasicSR has 2, 3, 4; 8 adds a third x2 stage).
+        in_channels / out_channels: image channels (out defaults to in).
+        channels: feature maps (BasicSR num_feat: 64).
+        blocks: residual blocks conv3x3-ReLU-conv3x3 + identity (BasicSR num_block: 16).
+        negative_slope: slope of the LeakyReLUs outside the residual blocks (BasicSR: 0.1).
+        image_skip: bilinear (BasicSR) | bicubic | none: the upsampling of the input added to the output.
+        output_activation: none (BasicSR, linear output) | sigmoid | tanh.
+    """
+
+    supported_scales = (2, 3, 4, 8)
+
+    def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
+                 channels: int = 64, blocks: int = 16, negative_slope: float = 0.1,
+                 image_skip: str = "bilinear", output_activation: str = "none") -> None:
+        super().__init__()
+        owner = init_generator_io(self, scale, in_channels, out_channels)
+        check_positive(owner, "channels", channels)
+        check_positive(owner, "blocks", blocks, minimum=0)
+        output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        self.image_skip = check_image_skip(self, owner, image_skip)
+
+        self.head = nn.Sequential(conv3x3(self.in_channels, channels), nn.LeakyReLU(negative_slope))
+        self.body = nn.Sequential(*(ResidualBlock(channels, "relu", batch_norm=False) for _ in range(blocks)))
+        self.upsampler = SubPixelUpsample(channels, self.scale, "leakyrelu", negative_slope=negative_slope)
+        self.tail = nn.Sequential(conv3x3(channels, channels), nn.LeakyReLU(negative_slope),
+                                  conv3x3(channels, self.out_channels), make_output_activation(output_activation))
+        # BasicSR scales every conv of this network, not only the residual branches, so it starts close to
+        # the bilinear interpolation it adds.
+        scaled_kaiming_init_([self], 0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.tail(self.upsampler(self.body(self.head(x))))
+        return add_image_skip(out, x, self.image_skip, self.scale)
