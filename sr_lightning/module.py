@@ -235,6 +235,14 @@ class SRModule(pl.LightningModule):
         return scheds if isinstance(scheds, list) else [scheds]
 
     # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The step loggers record is Lightning's count of batches that stepped, which here equals global_step
+        # (one G update per batch, no accumulation). Resuming with our unsized sample-stream loader, Lightning's
+        # restart bookkeeping adds one to that count, which would shift every logged curve after a resume.
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop._batches_that_stepped != self.global_step:
+            loop._batches_that_stepped = self.global_step
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         step = self.global_step
         lr, hr = self._prepare(batch["lr"]), self._prepare(batch["hr"])

@@ -28,6 +28,7 @@ def test_train_cli_leaves_every_artefact(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("output directory:")]
     assert len(lines) == 2 and str(tmp_path) in lines[0]  # printed at the start and at the end
+    assert (result.stdout + result.stderr).count("GPU available") == 1  # Lightning's notices once, not twice
     assert "G SRResNet: 10,375 parameters" in result.stdout
     for name in (".hydra/config.yaml", "config_resolved.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "metrics.csv", "summary.json"):
@@ -77,7 +78,7 @@ def test_thirty_steps_on_sample_data_lower_the_pixel_loss(tmp_path):
 
 RESUME = ["model=srgan_mse", "disc.blocks=2", "disc.channels=8", "disc.dense_features=16", "gen.blocks=1",
           "gen.channels=8", "crop=32", "batch_size=2", "trainer.limit_val_batches=0", "callbacks=none",
-          "precision=32-true", "checkpoint_every_n_steps=1", "module.ema_decay=0.9"]
+          "precision=32-true", "checkpoint_every_n_steps=1", "module.ema_decay=0.9", "trainer.log_every_n_steps=1"]
 
 
 @pytest.mark.slow
@@ -98,6 +99,11 @@ def test_resume_auto_through_the_cli_reproduces_a_straight_run(cli, tmp_path):
     for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
         for pid, state in opt_a["state"].items():
             assert torch.equal(state["exp_avg"], opt_b["state"][pid]["exp_avg"])
+    # the log continues too: the rows of the first leg survive the resume, at the same steps as a straight run
+    def logged(run_dir):
+        return [(row["step"], row["train/g_loss"]) for row in _read_metrics(run_dir) if row.get("train/g_loss")]
+
+    assert logged(split) == logged(straight) and len(logged(split)) == 4
 
 
 # --- precision=auto: what the run picks on each kind of machine (capabilities patched, so it runs anywhere) ---

@@ -127,7 +127,7 @@ def init_generator_from(module, path: str) -> bool:
     return used_ema
 
 
-def _build(cfg: DictConfig, output_dir: Path):
+def _build(cfg: DictConfig, output_dir: Path, resume_step: int | None = None):
     from hydra.utils import instantiate
 
     from sr_lightning.callbacks import SRCheckpoint
@@ -155,6 +155,8 @@ def _build(cfg: DictConfig, output_dir: Path):
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     for logger in loggers:
+        if resume_step is not None and hasattr(logger, "keep_steps_before"):
+            logger.keep_steps_before(resume_step)  # the CSV log continues instead of starting over
         if hasattr(logger, "log_hyperparams"):
             logger.log_hyperparams(_flat_hparams(cfg))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -182,18 +184,44 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+def _checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was written at (memory-mapped: the weights are not read)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except Exception as error:  # a corrupt or foreign file: say which, before anything is built
+        raise SetupError(f"{path}: not a readable training checkpoint ({type(error).__name__}: {error})") from error
+
+
 def _final_metrics(trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
+def _one_line_per_log_message() -> None:
+    """Print each Lightning log message once.
+
+    The `lightning` package logger has its own stderr handler and also propagates to the root logger, where
+    Hydra's handlers print the message again (and write it to the run's log file). Once Hydra has configured
+    logging, the package's own console handler goes; with Hydra's job logging disabled it stays.
+    Call after importing lightning: the import adds the handler.
+    """
+    if not logging.getLogger().handlers:
+        return
+    package_logger = logging.getLogger("lightning")
+    for handler in list(package_logger.handlers):
+        if type(handler) is logging.StreamHandler:  # a console handler, not a file handler
+            package_logger.removeHandler(handler)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the summary (raises on failure)."""
     import lightning.pytorch as pl
 
+    _one_line_per_log_message()
     output_dir = _output_dir()
     validate_train_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir)
 
     ckpt_path = cfg.ckpt_path
     if ckpt_path and not Path(ckpt_path).is_file():
@@ -203,10 +231,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = str(found) if found else None
         print(f"resume=auto: {'resuming from ' + ckpt_path if found else 'no unfinished run found, starting fresh'}",
               flush=True)
+    resume_step = _checkpoint_step(Path(ckpt_path)) if ckpt_path else None
+    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resume_step)
 
     started = time.time()
     # The EMA copy of G is in eval mode on purpose (it is never trained); Lightning's notice about it is noise.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    # Our sample stream restarts at the checkpoint's step (data/sampling.py), so a mid-epoch resume is exact;
+    # Lightning cannot see that and warns that the loader is not resumable.
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
