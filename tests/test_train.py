@@ -43,6 +43,23 @@ def test_train_cli_leaves_every_artefact(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_fresh_run_in_a_used_folder_keeps_the_earlier_results(cli, tmp_path):
+    assert cli("train", *TINY, f"hydra.run.dir={tmp_path}").returncode == 0
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    result = cli("train", *TINY, "seed=7", f"hydra.run.dir={tmp_path}")  # same folder, no resume
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "held an earlier run" in result.stdout
+    kept = tmp_path / "earlier-1"
+    for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "metrics.csv", "summary.json"):
+        assert (kept / name).is_file(), name
+    kept_weights = torch.load(kept / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(first[k], kept_weights[k]) for k in first)
+    second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # seed 7: a different run
+    assert not (tmp_path / "metrics.prev.csv").exists()  # the folder move took the old log along
+
+
+@pytest.mark.slow
 def test_train_cli_gan_preset_logs_both_networks(cli, tmp_path):
     result = cli("train", "model=srgan_mse", "disc.blocks=2", "disc.channels=8", "disc.dense_features=16", *TINY,
                  f"hydra.run.dir={tmp_path}")

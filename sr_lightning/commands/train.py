@@ -184,6 +184,30 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+# What a finished or interrupted run leaves in its folder (besides .hydra/, which Hydra has already rewritten).
+RUN_RESULTS = ("checkpoints", "metrics.csv", "summary.json", "images", "hparams.yaml", "config_resolved.yaml")
+
+
+def _archive_earlier_run(output_dir: Path) -> Path | None:
+    """A fresh (not resumed) run in a folder holding another run's results moves them to `earlier-<n>/` first.
+
+    That happens when `hydra.run.dir=` names a used folder without `resume=auto`; nothing is overwritten.
+    """
+    if not (output_dir / "checkpoints").is_dir() and not (output_dir / "summary.json").is_file():
+        return None
+    n = 1
+    while (output_dir / f"earlier-{n}").exists():
+        n += 1
+    target = output_dir / f"earlier-{n}"
+    target.mkdir()
+    for name in RUN_RESULTS:
+        if (output_dir / name).exists():
+            (output_dir / name).rename(target / name)
+    print(f"{output_dir} held an earlier run: its results are now in {target} (resume=auto continues a run instead)",
+          flush=True)
+    return target
+
+
 def _checkpoint_step(path: Path) -> int:
     """The global step a checkpoint was written at (memory-mapped: the weights are not read)."""
     import torch
@@ -232,6 +256,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"resume=auto: {'resuming from ' + ckpt_path if found else 'no unfinished run found, starting fresh'}",
               flush=True)
     resume_step = _checkpoint_step(Path(ckpt_path)) if ckpt_path else None
+    if ckpt_path is None:
+        _archive_earlier_run(output_dir)
     datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resume_step)
 
     started = time.time()
