@@ -5,8 +5,10 @@ run directory holds `.hydra/` before the logger starts, and a resumed run writes
 continues, so Lightning's logger would delete the log of everything trained before the resume. This logger
 instead:
 
-* on a resume from step N (`keep_steps_before(N)`, called by the train command before anything is logged),
-  keeps the rows of steps before N and drops later ones, which the resumed run logs again;
+* on a resume from step N (`continue_from(<run dir of the checkpoint>, N)`, called by the train command before
+  anything is logged), keeps the rows of steps before N and drops later ones, which the resumed run logs again.
+  When the checkpoint's run is in another folder (`resume=auto` from a new run directory), those rows are
+  copied from that folder's metrics.csv, so each run folder holds the whole curve;
 * on a fresh run in a folder that already has a metrics.csv, moves that file to `metrics.prev.csv`
   (`metrics.prev-2.csv`, ...) instead of deleting it.
 """
@@ -25,23 +27,26 @@ __all__ = ["RunCSVLogger"]
 
 
 class _KeepingWriter(ExperimentWriter):
-    def __init__(self, log_dir: str, keep_before: int | None) -> None:
-        self._keep_before = keep_before
+    def __init__(self, log_dir: str, continued: tuple[Path, int] | None) -> None:
+        self._continued = continued
         super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:  # called by the base __init__ in place of Lightning's deletion
         path = Path(self.metrics_file_path)
-        if not path.is_file():
+        if self._continued is None:
+            if path.is_file():
+                backup = _free_name(path)
+                path.rename(backup)
+                rank_zero_warn(f"{path} belonged to an earlier run in this folder; moved it to {backup.name}")
             return
-        if self._keep_before is None:
-            backup = _free_name(path)
-            path.rename(backup)
-            rank_zero_warn(f"{path} belonged to an earlier run in this folder; moved it to {backup.name}")
+        run_dir, keep_before = self._continued
+        source = path if path.is_file() else Path(run_dir) / self.NAME_METRICS_FILE
+        if not source.is_file():
             return
-        with path.open(newline="") as handle:
+        with source.open(newline="") as handle:
             reader = csv.DictReader(handle)
             keys = list(reader.fieldnames or [])
-            rows = [row for row in reader if _step(row) < self._keep_before]
+            rows = [row for row in reader if _step(row) < keep_before]
         tmp = path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
@@ -71,18 +76,18 @@ class RunCSVLogger(CSVLogger):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._keep_before: int | None = None
+        self._continued: tuple[Path, int] | None = None
 
-    def keep_steps_before(self, step: int) -> None:
-        """Continue an existing metrics.csv from `step` (a resume); call before the first log."""
+    def continue_from(self, run_dir: str | Path, step: int) -> None:
+        """A resume from `step` of the run in `run_dir`: continue its metrics.csv; call before the first log."""
         if self._experiment is not None:
-            raise RuntimeError("keep_steps_before() must be called before the logger writes anything")
-        self._keep_before = int(step)
+            raise RuntimeError("continue_from() must be called before the logger writes anything")
+        self._continued = (Path(run_dir), int(step))
 
     @property
     @rank_zero_experiment
     def experiment(self) -> _KeepingWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _KeepingWriter(self.log_dir, self._keep_before)
+            self._experiment = _KeepingWriter(self.log_dir, self._continued)
         return self._experiment

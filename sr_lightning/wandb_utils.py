@@ -7,6 +7,8 @@
   prefixed by the experiment: `ablation-gen_blocks_2024-05-01_12-30-00`), so the dashboard shows them side by
   side; a single run has no group unless `logger.wandb.group=...` names one.
 * the run folder is `<run dir>/wandb/` (or `$WANDB_DIR` when set), beside checkpoints and metrics.csv.
+* resume: the run id is kept in `<run dir>/wandb_run_id`; a resumed training run reuses the id of the run it
+  continues (`continued_run_id`) with `resume="allow"`, so the dashboard shows one run with one curve.
 
 The train command logs the flattened config (`gen.blocks`, `crop`, `lr`, ... as config keys), the module
 logs metrics and image grids, and `log_final_summary` adds the final numbers and a results table at the end.
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ONLINE_MODES = ("online", "run")  # WANDB_MODE values that mean "upload"
+RUN_ID_FILE = "wandb_run_id"
 # Final metrics in the per-run results table (the columns of the reports' tables follow the config columns).
 TABLE_METRICS = ("val/psnr_y", "val/ssim_y", "val/bicubic_psnr_y", "val/bicubic_ssim_y", "val/psnr_rgb", "val/ssim_rgb")
 
@@ -33,6 +36,28 @@ def resolve_mode(offline: bool | None) -> str:
     if env == "disabled":
         return "disabled"
     return "offline"
+
+
+def continued_run_id(output_dir: Path, continued_dir: Path | None = None, write: bool = True) -> str:
+    """The W&B run id of the run in `output_dir`: the id of the run it continues, if that one had an id, else new.
+
+    The id is written to `<output_dir>/wandb_run_id` (`write=False` in the DDP processes after the first, which
+    only read), so a later resume of this folder continues the same W&B run.
+    """
+    import secrets
+
+    own = Path(output_dir) / RUN_ID_FILE
+    source = Path(continued_dir) / RUN_ID_FILE if continued_dir is not None else None
+    if source is not None and source.is_file():
+        run_id = source.read_text().strip()
+    elif not write and own.is_file():
+        run_id = own.read_text().strip()
+    else:
+        run_id = secrets.token_hex(4)  # wandb's own ids are 8 characters of [a-z0-9] too
+    if write:
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_text(run_id + "\n")
+    return run_id
 
 
 def sweep_group_name(sweep_dir: str | Path, experiment: str | None = None) -> str:

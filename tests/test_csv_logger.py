@@ -29,7 +29,7 @@ def test_resume_keeps_the_rows_before_the_checkpoint_and_drops_the_rest(tmp_path
     _write(metrics, ["epoch", "step", "train/loss"], [{"epoch": 0, "step": s, "train/loss": 1.0 / (s + 1)}
                                                       for s in range(6)])
     logger = _logger(tmp_path)
-    logger.keep_steps_before(3)  # the checkpoint was written at step 3; steps 3-5 are trained (and logged) again
+    logger.continue_from(tmp_path, 3)  # the checkpoint was written at step 3; steps 3-5 are trained (and logged) again
     logger.log_metrics({"train/loss": 0.25, "val/psnr_y": 30.0}, step=3)  # a key the old header lacks
     logger.save()
     rows = _read(metrics)
@@ -50,8 +50,21 @@ def test_fresh_run_moves_an_old_log_aside_instead_of_deleting_it(tmp_path):
         assert [r["train/loss"] for r in _read(metrics)] == ["9.0"]
 
 
-def test_keep_steps_before_must_come_before_the_first_write(tmp_path):
+def test_resume_from_another_folder_copies_the_earlier_rows(tmp_path):
+    earlier, now = tmp_path / "earlier", tmp_path / "now"
+    earlier.mkdir()
+    _write(earlier / "metrics.csv", ["step", "train/loss"], [{"step": s, "train/loss": s} for s in range(4)])
+    logger = _logger(now)
+    logger.continue_from(earlier, 2)
+    logger.log_metrics({"train/loss": 20.0}, step=2)
+    logger.save()
+    assert [(r["step"], r["train/loss"]) for r in _read(now / "metrics.csv")] == [("0", "0"), ("1", "1"),
+                                                                                  ("2", "20.0")]
+    assert len(_read(earlier / "metrics.csv")) == 4  # the earlier folder is left as it was
+
+
+def test_continue_from_must_come_before_the_first_write(tmp_path):
     logger = _logger(tmp_path)
     logger.log_metrics({"a": 1.0}, step=0)
     with pytest.raises(RuntimeError, match="before the logger writes"):
-        logger.keep_steps_before(1)
+        logger.continue_from(tmp_path, 1)

@@ -74,7 +74,8 @@ def _parse_run_log(path: Path, pb) -> dict:
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.update(group=record.run.run_group, name=record.run.display_name, project=record.run.project)
+            run.update(group=record.run.run_group, name=record.run.display_name, project=record.run.project,
+                       run_id=record.run.run_id)
         elif kind == "config":
             for item in record.config.update:
                 run["config"][item.key] = json.loads(item.value_json)
@@ -123,6 +124,21 @@ def test_sweep_jobs_log_offline_runs_in_one_group(sweep):
         row = dict(zip(table["columns"], table["data"][0]))
         assert row["crop"] == job_config["crop"] and row["psnr_y"] == pytest.approx(summary["final"]["val/psnr_y"])
         assert run["exit_code"] == 0
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_same_wandb_run(cli, tmp_path):
+    tiny = ["logger=wandb", "gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "callbacks=none",
+            "trainer.val_check_interval=2", "precision=32-true", f"hydra.run.dir={tmp_path}"]
+    assert cli("train", *tiny, "trainer.max_steps=2").returncode == 0
+    result = cli("train", *tiny, "trainer.max_steps=4", "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    legs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(legs) == 2
+    first, second = (read_offline_run(leg) for leg in legs)
+    run_id = (tmp_path / "wandb_run_id").read_text().strip()
+    assert first["run_id"] == second["run_id"] == run_id  # one W&B run, resumed
+    assert second["summary"]["trainer/global_step"] >= 2 and second["exit_code"] == 0
 
 
 @pytest.mark.parametrize(

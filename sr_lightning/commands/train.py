@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -127,7 +128,8 @@ def init_generator_from(module, path: str) -> bool:
     return used_ema
 
 
-def _build(cfg: DictConfig, output_dir: Path, resume_step: int | None = None):
+def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None = None):
+    """Data, module, trainer and checkpointer of a run; `resumed` = (run dir of the checkpoint, its step)."""
     from hydra.utils import instantiate
 
     from sr_lightning.callbacks import SRCheckpoint
@@ -153,10 +155,10 @@ def _build(cfg: DictConfig, output_dir: Path, resume_step: int | None = None):
           + (f"  D {cfg.disc._target_.rsplit('.', 1)[-1]}: {d_params:,} parameters" if module.disc is not None else "  (no D)")
           + f"  precision={precision} channels_last={channels_last}", flush=True)
 
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers = [_make_logger(c, output_dir, resumed) for c in (cfg.get("logger") or {}).values() if c]
     for logger in loggers:
-        if resume_step is not None and hasattr(logger, "keep_steps_before"):
-            logger.keep_steps_before(resume_step)  # the CSV log continues instead of starting over
+        if resumed is not None and hasattr(logger, "continue_from"):
+            logger.continue_from(*resumed)  # the CSV log continues instead of starting over
         if hasattr(logger, "log_hyperparams"):
             logger.log_hyperparams(_flat_hparams(cfg))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -166,6 +168,23 @@ def _build(cfg: DictConfig, output_dir: Path, resume_step: int | None = None):
                           plugins=[AtomicCheckpointIO()], precision="32-true",
                           default_root_dir=str(output_dir), enable_checkpointing=False)
     return datamodule, module, trainer, checkpointer, {"gen": g_params, "disc": d_params}
+
+
+def _make_logger(logger_cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None):
+    from hydra.utils import instantiate
+
+    from sr_lightning import wandb_utils
+
+    if str(logger_cfg.get("_target_", "")).endswith("wandb_utils.wandb_logger") and logger_cfg.get("id") is None:
+        # one W&B run per training run, also across resumes (see wandb_utils)
+        run_id = wandb_utils.continued_run_id(output_dir, resumed[0] if resumed else None, write=_first_process())
+        return instantiate(logger_cfg, id=run_id, resume="allow")
+    return instantiate(logger_cfg)
+
+
+def _first_process() -> bool:
+    """False in the DDP processes Lightning starts after the first (they re-run this command)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -185,7 +204,8 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 # What a finished or interrupted run leaves in its folder (besides .hydra/, which Hydra has already rewritten).
-RUN_RESULTS = ("checkpoints", "metrics.csv", "summary.json", "images", "hparams.yaml", "config_resolved.yaml")
+RUN_RESULTS = ("checkpoints", "metrics.csv", "summary.json", "images", "hparams.yaml", "config_resolved.yaml",
+               "wandb_run_id")
 
 
 def _archive_earlier_run(output_dir: Path) -> Path | None:
@@ -193,6 +213,8 @@ def _archive_earlier_run(output_dir: Path) -> Path | None:
 
     That happens when `hydra.run.dir=` names a used folder without `resume=auto`; nothing is overwritten.
     """
+    if not _first_process():
+        return None  # DDP processes after the first start later and must not move the first one's files
     if not (output_dir / "checkpoints").is_dir() and not (output_dir / "summary.json").is_file():
         return None
     n = 1
@@ -255,10 +277,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = str(found) if found else None
         print(f"resume=auto: {'resuming from ' + ckpt_path if found else 'no unfinished run found, starting fresh'}",
               flush=True)
-    resume_step = _checkpoint_step(Path(ckpt_path)) if ckpt_path else None
+    # a checkpoint sits in <run dir>/checkpoints/: that run's log and W&B run are the ones to continue
+    resumed = (Path(ckpt_path).resolve().parent.parent, _checkpoint_step(Path(ckpt_path))) if ckpt_path else None
     if ckpt_path is None:
         _archive_earlier_run(output_dir)
-    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resume_step)
+    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed)
 
     started = time.time()
     # The EMA copy of G is in eval mode on purpose (it is never trained); Lightning's notice about it is noise.
