@@ -29,6 +29,7 @@ def test_train_cli_leaves_every_artefact(cli, tmp_path):
     lines = [line for line in result.stdout.splitlines() if line.startswith("output directory:")]
     assert len(lines) == 2 and str(tmp_path) in lines[0]  # printed at the start and at the end
     assert (result.stdout + result.stderr).count("GPU available") == 1  # Lightning's notices once, not twice
+    assert "litlogger" not in result.stdout + result.stderr  # and without its product tips
     assert "G SRResNet: 10,375 parameters" in result.stdout
     for name in (".hydra/config.yaml", "config_resolved.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "metrics.csv", "summary.json"):

@@ -244,14 +244,24 @@ def _final_metrics(trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
+class _NoProductTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... install litlogger" advert, printed at every Trainer start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def _one_line_per_log_message() -> None:
-    """Print each Lightning log message once.
+    """Print each Lightning log message once, and not its product tips.
 
     The `lightning` package logger has its own stderr handler and also propagates to the root logger, where
     Hydra's handlers print the message again (and write it to the run's log file). Once Hydra has configured
     logging, the package's own console handler goes; with Hydra's job logging disabled it stays.
     Call after importing lightning: the import adds the handler.
     """
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoProductTips) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoProductTips())
     if not logging.getLogger().handlers:
         return
     package_logger = logging.getLogger("lightning")
@@ -289,6 +299,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Our sample stream restarts at the checkpoint's step (data/sampling.py), so a mid-epoch resume is exact;
     # Lightning cannot see that and warns that the loader is not resumable.
     warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+    # lightning 2.6 calls an API torch 2.14 deprecated, once per run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
