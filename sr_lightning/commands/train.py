@@ -183,8 +183,14 @@ def _make_logger(logger_cfg: DictConfig, output_dir: Path, resumed: tuple[Path, 
 
 
 def _first_process() -> bool:
-    """False in the DDP processes Lightning starts after the first (they re-run this command)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """False in every DDP process but the global first, before the Trainer exists.
+
+    Lightning's own rank (read at import from RANK / LOCAL_RANK / SLURM_PROCID, as `wandb_utils` uses it) covers
+    the processes its launcher, torchrun and SLURM start; NODE_RANK covers the first process of a later node.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
