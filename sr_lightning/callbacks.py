@@ -1,7 +1,8 @@
 """Callbacks of the train command: checkpoints named the way users look for them.
 
-`last.ckpt` every N iterations and at the end; `best.ckpt` whenever validation PSNR (Y) improves. Writes go
-through `AtomicCheckpointIO`, so a kill mid-write never destroys the previous file.
+`last.ckpt` every N iterations, at the end, and after the step a Ctrl-C / SIGTERM arrived in (interrupt.py);
+`best.ckpt` whenever validation PSNR (Y) improves. Writes go through `AtomicCheckpointIO`, so a kill mid-write
+never destroys the previous file.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+from sr_lightning.interrupt import StopRequests, TrainingInterrupted
 
 
 class SRCheckpoint(Callback):
@@ -32,7 +35,7 @@ class SRCheckpoint(Callback):
     def best_path(self) -> Path:
         return self.dirpath / "best.ckpt"
 
-    def _save_last(self, trainer: pl.Trainer) -> None:
+    def save_last(self, trainer: pl.Trainer) -> None:
         if self._last_saved_step == trainer.global_step:
             return
         trainer.save_checkpoint(self.last_path, weights_only=False)  # full state for resume
@@ -40,7 +43,7 @@ class SRCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every_n_steps == 0:
-            self._save_last(trainer)
+            self.save_last(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -52,7 +55,7 @@ class SRCheckpoint(Callback):
             trainer.save_checkpoint(self.best_path, weights_only=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save_last(trainer)
+        self.save_last(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_step": self.best_step}
@@ -60,6 +63,37 @@ class SRCheckpoint(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = float(state_dict.get("best_score", -math.inf))
         self.best_step = state_dict.get("best_step")
+
+
+class GracefulStop(Callback):
+    """Acts on a recorded stop request at the end of a training step: saves `last.ckpt`, then stops."""
+
+    def __init__(self, requests: StopRequests, checkpointer: SRCheckpoint):
+        self.requests = requests
+        self.checkpointer = checkpointer  # it owns last.ckpt
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.requests.defer()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        requested = self.requests.requested or ("SIGTERM" if trainer.received_sigterm else None)
+        if trainer.world_size > 1:  # every process stops after the same step (Ctrl-C may reach only one)
+            requested = self._shared(trainer, requested)
+        if not requested:
+            return
+        self.checkpointer.save_last(trainer)
+        raise TrainingInterrupted(requested, trainer.global_step, self.checkpointer.last_path)
+
+    @staticmethod
+    def _shared(trainer: pl.Trainer, requested: str | None) -> str | None:
+        """The request of any process, as a signal name (one all-reduce of one number per step)."""
+        import signal
+
+        import torch
+
+        number = torch.tensor(signal.Signals[requested].value if requested else 0, device=trainer.strategy.root_device)
+        number = int(trainer.strategy.reduce(number, reduce_op="max"))
+        return signal.Signals(number).name if number else None
 
 
 class StepProgressBar(TQDMProgressBar):

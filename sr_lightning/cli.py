@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sr_lightning.interrupt import TrainingInterrupted
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -86,13 +88,27 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
         return result
 
     task.__module__ = module.__name__
-    hydra.main(config_path=str(CONF_DIR), config_name=command.config, version_base="1.3")(task)()
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name=command.config, version_base="1.3")(task)()
+    except TrainingInterrupted as stop:  # raised out of a sweep's job: the sweep stops there
+        if stop.sweep_dir is not None:
+            print(f"sweep interrupted; resume it with: {_sweep_resume_command(argv, stop.sweep_dir)}",
+                  file=sys.stderr, flush=True)
+        return stop.exit_code
     if command.module == "train":
         from sr_lightning.commands.train import SweepSummaryCallback
 
         if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
             return 1
     return exit_code[0]
+
+
+def _sweep_resume_command(argv: list[str], sweep_dir: Path) -> str:
+    """The same sweep into the same folder: finished jobs are skipped, the interrupted one continues."""
+    import shlex
+
+    kept = [a for a in argv if not a.startswith(("hydra.sweep.dir=", "resume="))]
+    return shlex.join(["python", "-m", "sr_lightning", *kept, f"hydra.sweep.dir={sweep_dir}", "resume=auto"])
 
 
 def main(argv: list[str] | None = None) -> int:

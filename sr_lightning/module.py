@@ -237,8 +237,10 @@ class SRModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # The step loggers record is Lightning's count of batches that stepped, which here equals global_step
-        # (one G update per batch, no accumulation). Resuming with our unsized sample-stream loader, Lightning's
-        # restart bookkeeping adds one to that count, which would shift every logged curve after a resume.
+        # (one G update per batch, no accumulation). On restart Lightning adds one to the saved count, assuming
+        # the checkpoint was written in on_train_batch_end, before the count includes that batch. The final
+        # last.ckpt is written in on_train_end, after it does (saved 2 at step 2 instead of 1), so a resume from
+        # it would shift every logged curve by one step. Re-deriving the count from global_step covers both.
         loop = self.trainer.fit_loop.epoch_loop
         if loop._batches_that_stepped != self.global_step:
             loop._batches_that_stepped = self.global_step

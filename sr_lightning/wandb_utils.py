@@ -179,10 +179,11 @@ def log_final_summary(loggers: Iterable[Any], summary: dict[str, Any]) -> None:
         run.finish()
 
 
-def log_failure(error: str) -> None:
-    """Mark the open W&B run (if any) as failed with the one-line error, and close it. Safe to call always."""
+def log_failure(error: str, status: str = "failed", exit_code: int = 1) -> None:
+    """Mark the open W&B run (if any) as failed (or `status`, e.g. interrupted) with the one-line error, and
+    close it. Safe to call always. An interrupted run keeps its id, so `resume=auto` continues it."""
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
-    wandb.run.summary.update({"status": "failed", "error": error})
-    wandb.finish(exit_code=1)
+    wandb.run.summary.update({"status": status, "error": error})
+    wandb.finish(exit_code=exit_code)

@@ -160,3 +160,10 @@ def test_without_argument_the_newest_sweep_is_reported(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "newest sweep outputs/multirun/2024-05-02/01-00-00" in out
     assert (tmp_path / "outputs" / "multirun" / "2024-05-02" / "01-00-00" / "report" / "report.csv").is_file()
+
+
+def test_status_counts_name_interrupted_jobs_and_fold_unknown_values_into_incomplete():
+    from sr_lightning.commands.report import status_counts
+
+    assert status_counts(["completed", "failed", "completed"]) == "2 completed, 1 failed, 0 incomplete"
+    assert status_counts(["interrupted", "completed", "running?"]) == "1 completed, 0 failed, 1 interrupted, 1 incomplete"

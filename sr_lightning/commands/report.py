@@ -22,9 +22,10 @@ import itertools
 import json
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 # (column in the table, key in the run config): the config columns of the reports' tables.
 CONFIG_COLUMNS = (
@@ -54,7 +55,7 @@ class Job:
 
     job: str
     run_dir: Path
-    status: str                                   # completed | failed | incomplete (no summary.json)
+    status: str                  # completed | failed | interrupted (Ctrl-C/SIGTERM) | incomplete (no summary.json)
     error: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)   # CONFIG_COLUMNS values
@@ -78,6 +79,13 @@ class Job:
 # ---------------------------------------------------------------------------------------------- reading
 def _is_job_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file() or (path / "summary.json").is_file()
+
+
+def status_counts(statuses: Iterable[str]) -> str:
+    """"4 completed, 1 failed, 0 incomplete" (+ "1 interrupted" when there is one; other values count as incomplete)."""
+    counts = Counter(s if s in ("completed", "failed", "interrupted") else "incomplete" for s in statuses)
+    shown = [s for s in ("completed", "failed", "interrupted", "incomplete") if counts[s] or s != "interrupted"]
+    return ", ".join(f"{counts[s]} {s}" for s in shown)
 
 
 def _job_sort_key(path: Path) -> tuple:
@@ -266,9 +274,7 @@ def markdown_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> s
     completed = [r for r in rows if r["status"] == "completed" and r.get("psnr_y") is not None]
     best = max(completed, key=lambda r: r["psnr_y"]) if completed else None
     lines = [f"# {title}", "",
-             f"{len(rows)} jobs: {sum(r['status'] == 'completed' for r in rows)} completed, "
-             f"{sum(r['status'] == 'failed' for r in rows)} failed, "
-             f"{sum(r['status'] not in ('completed', 'failed') for r in rows)} incomplete. "
+             f"{len(rows)} jobs: {status_counts(r['status'] for r in rows)}. "
              "Final validation numbers (Y channel, `scale` px border cropped); * = swept.", "",
              "| " + " | ".join(headers) + " |",
              "|" + "|".join("---" if c in ("job", "model", "status") or c in extra_axes else "---:"
@@ -467,9 +473,8 @@ def run(argv: list[str]) -> int:
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    counts = {s: sum(j.status == s for j in result.jobs) for s in ("completed", "failed", "incomplete")}
-    print(f"{len(result.jobs)} jobs ({counts['completed']} completed, {counts['failed']} failed, "
-          f"{counts['incomplete']} incomplete); swept: {', '.join(result.axes) or 'nothing'}")
+    print(f"{len(result.jobs)} jobs ({status_counts(j.status for j in result.jobs)}); "
+          f"swept: {', '.join(result.axes) or 'nothing'}")
     for job in result.jobs:
         if job.status != "completed":
             print(f"  job {job.job}: {job.status}: {job.error}")

@@ -14,7 +14,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -22,6 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_lightning.config import ConfigError, validate_train_config
+
+if TYPE_CHECKING:
+    from sr_lightning.interrupt import StopRequests
 
 log = logging.getLogger("sr_lightning.train")
 
@@ -86,6 +89,18 @@ def _overrides(output_dir: Path) -> list[str]:
             and not o.startswith("hydra.")]
 
 
+def _completed_summary(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """This run dir's summary when it records a completed run that already reached `trainer.max_steps`."""
+    path = output_dir / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    max_steps = int(OmegaConf.select(cfg, "trainer.max_steps", default=-1))
+    if summary.get("status") != "completed" or max_steps < 0 or summary.get("global_step", -1) < max_steps:
+        return None
+    return summary
+
+
 def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     """`resume=auto`: this run dir's last.ckpt, else the newest unfinished run with the same overrides."""
     own = output_dir / "checkpoints" / "last.ckpt"
@@ -128,11 +143,15 @@ def init_generator_from(module, path: str) -> bool:
     return used_ema
 
 
-def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None = None):
-    """Data, module, trainer and checkpointer of a run; `resumed` = (run dir of the checkpoint, its step)."""
+def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None = None,
+           stop_requests: StopRequests | None = None):
+    """Data, module, trainer and checkpointer of a run; `resumed` = (run dir of the checkpoint, its step).
+
+    With `stop_requests` a Ctrl-C / SIGTERM during training ends the run after the current step, with
+    last.ckpt saved at that step."""
     from hydra.utils import instantiate
 
-    from sr_lightning.callbacks import SRCheckpoint
+    from sr_lightning.callbacks import GracefulStop, SRCheckpoint
     from sr_lightning.checkpoint import AtomicCheckpointIO
     from sr_lightning.models import count_parameters
     from sr_lightning.module import SRModule
@@ -164,6 +183,8 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpointer = SRCheckpoint(output_dir / "checkpoints", every_n_steps=cfg.checkpoint_every_n_steps)
     callbacks.append(checkpointer)
+    if stop_requests is not None:
+        callbacks.append(GracefulStop(stop_requests, checkpointer))  # after the checkpointer's periodic save
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                           plugins=[AtomicCheckpointIO()], precision="32-true",
                           default_root_dir=str(output_dir), enable_checkpointing=False)
@@ -276,8 +297,8 @@ def _one_line_per_log_message() -> None:
             package_logger.removeHandler(handler)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job; returns the summary (raises on failure)."""
+def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[str, Any]:
+    """Run one training job; returns the summary (raises on failure, `TrainingInterrupted` on a signal)."""
     import lightning.pytorch as pl
 
     _one_line_per_log_message()
@@ -289,6 +310,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path and not Path(ckpt_path).is_file():
         raise SetupError(f"ckpt_path={ckpt_path}: file not found")
     if cfg.resume == "auto" and not ckpt_path:
+        done = _completed_summary(cfg, output_dir)
+        if done is not None:  # e.g. the finished jobs of a sweep that is being resumed
+            print(f"resume=auto: {output_dir} already completed {done['global_step']} steps; nothing to do",
+                  flush=True)
+            return done
         found = find_resume_checkpoint(cfg, output_dir)
         ckpt_path = str(found) if found else None
         print(f"resume=auto: {'resuming from ' + ckpt_path if found else 'no unfinished run found, starting fresh'}",
@@ -297,7 +323,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resumed = (Path(ckpt_path).resolve().parent.parent, _checkpoint_step(Path(ckpt_path))) if ckpt_path else None
     if ckpt_path is None:
         _archive_earlier_run(output_dir)
-    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed)
+    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed, stop_requests)
 
     started = time.time()
     # The EMA copy of G is in eval mode on purpose (it is never trained); Lightning's notice about it is noise.
@@ -327,11 +353,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main(cfg: DictConfig) -> int:
+    from sr_lightning.interrupt import StopRequests, TrainingInterrupted
+
     output_dir = _output_dir()
     print(f"output directory: {output_dir}", flush=True)
     started = False
     try:
-        summary = train(cfg)
+        with StopRequests() as stop_requests:
+            summary = train(cfg, stop_requests)
+    except (TrainingInterrupted, KeyboardInterrupt) as err:
+        stop = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted("SIGINT")
+        return _record_interruption(cfg, output_dir, stop)
     except BaseException as err:  # noqa: BLE001 - every failure is recorded before it propagates
         started = _training_started(output_dir)
         message = _one_line(err)
@@ -341,10 +373,6 @@ def main(cfg: DictConfig) -> int:
         from sr_lightning.wandb_utils import log_failure
 
         log_failure(message)  # marks an open W&B run failed and closes it (no-op without one)
-        if isinstance(err, KeyboardInterrupt):
-            print(f"interrupted; resume with: python -m sr_lightning train hydra.run.dir={output_dir} resume=auto",
-                  file=sys.stderr)
-            return 130
         if _is_multirun():
             # Recorded as failed; the other jobs of the sweep still run (Hydra would stop at a raise).
             print(f"job failed: {message} (traceback: {output_dir / 'error.log'})", file=sys.stderr)
@@ -361,6 +389,40 @@ def main(cfg: DictConfig) -> int:
               f"SSIM(Y) {final.get('val/ssim_y', float('nan')):.4f} after {summary['global_step']} steps", flush=True)
     print(f"output directory: {output_dir}", flush=True)
     return 0
+
+
+def _record_interruption(cfg: DictConfig, output_dir: Path, stop) -> int:
+    """summary.json says where the run stopped and how to continue; a sweep stops too (no further jobs)."""
+    from sr_lightning.wandb_utils import log_failure
+
+    last = output_dir / "checkpoints" / "last.ckpt"
+    resume = _resume_command(output_dir)
+    if stop.checkpoint is not None:
+        kept = f"last.ckpt saved at step {stop.step}"
+    elif last.is_file():
+        kept = f"last.ckpt kept from step {_checkpoint_step(last)}"
+    else:
+        kept, resume = "no checkpoint yet (stopped before training)", None
+    if _first_process():
+        write_summary(output_dir, status="interrupted", error=str(stop), signal=stop.signal_name,
+                      global_step=stop.step, checkpoint=str(last) if last.is_file() else None,
+                      resume_command=resume, output_dir=str(output_dir),
+                      model=str(OmegaConf.select(cfg, "model_name", default="?")))
+        print(f"{stop}; {kept}" + (f"; resume with: {resume}" if resume and not _is_multirun() else ""),
+              file=sys.stderr, flush=True)
+    log_failure(str(stop), status="interrupted", exit_code=stop.exit_code)
+    if _is_multirun():
+        stop.sweep_dir = Path(HydraConfig.get().sweep.dir)
+        raise stop  # out through Hydra's launcher: the remaining jobs of the sweep do not start
+    return stop.exit_code
+
+
+def _resume_command(output_dir: Path) -> str:
+    """The run's own command line again, in its folder, with resume=auto."""
+    import shlex
+
+    task = [o for o in HydraConfig.get().overrides.task if o.split("=")[0].lstrip("+~") not in ("resume", "ckpt_path")]
+    return shlex.join(["python", "-m", "sr_lightning", "train", *task, f"hydra.run.dir={output_dir}", "resume=auto"])
 
 
 def _training_started(output_dir: Path) -> bool:
