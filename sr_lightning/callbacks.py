@@ -84,6 +84,15 @@ class GracefulStop(Callback):
         self.checkpointer.save_last(trainer)
         raise TrainingInterrupted(requested, trainer.global_step, self.checkpointer.last_path)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # A second Ctrl-C stops this process mid-step; DDP processes it started would wait for it in the next
+        # all-reduce until the timeout (30 min), so they go too (Lightning does the same for KeyboardInterrupt).
+        launcher = trainer.strategy.launcher
+        if isinstance(exception, TrainingInterrupted) and exception.checkpoint is None and launcher is not None:
+            import signal
+
+            launcher.kill(signal.SIGKILL)
+
     @staticmethod
     def _shared(trainer: pl.Trainer, requested: str | None) -> str | None:
         """The request of any process, as a signal name (one all-reduce of one number per step)."""

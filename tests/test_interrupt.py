@@ -157,3 +157,22 @@ def test_ctrl_c_in_one_ddp_process_stops_both_after_the_same_step(cli, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["global_step"]) == ("completed", 5)
+
+
+def test_second_ctrl_c_in_the_first_ddp_process_stops_the_other_too(cli, tmp_path):
+    """Rank 0 stops mid-step without saving; rank 1, which saw no signal, is stopped with it. Left alone it would
+    wait in the next collective: with gloo it then crashes with "Connection closed by peer" (checked below), with
+    NCCL it can wait until the watchdog timeout."""
+    run_dir = tmp_path / "run"
+    args = ["gen.blocks=1", "gen.channels=8", *[o for o in TINY if not o.startswith("trainer.")], "trainer=ddp_cpu",
+            "trainer.max_steps=50", "trainer.val_check_interval=50", "checkpoint_every_n_steps=2",
+            f"hydra.run.dir={run_dir}", "+callbacks.signal._target_=signal_at_step.SignalAtStep",
+            "+callbacks.signal.step=3", "+callbacks.signal.rank=0", "+callbacks.signal.signum=SIGINT",
+            "+callbacks.signal.times=2"]
+    run = cli("train", *args, env={"PYTHONPATH": str(REPO_ROOT / "tests")}, timeout=200)
+    assert run.returncode == 130, run.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["global_step"]) == ("interrupted", None)
+    assert "last.ckpt kept from step 2" in run.stderr
+    assert "Connection closed by peer" not in run.stderr  # rank 1 was stopped, not left to crash
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
