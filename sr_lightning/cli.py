@@ -131,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if name == "train" and {"-m", "--multirun"} & set(argv) and not any(a.startswith("logger=") for a in argv):
         # Sweeps log to W&B (offline unless WANDB_MODE says otherwise) so the dashboard can compare the jobs.
         argv = [*argv, "logger=wandb"]
-    if command.config is None:
-        module = importlib.import_module(f"sr_lightning.commands.{command.module}")
-        return int(module.run(argv) or 0)
-    return _run_hydra(command, argv)
+    try:
+        if command.config is None:
+            module = importlib.import_module(f"sr_lightning.commands.{command.module}")
+            return int(module.run(argv) or 0)
+        return _run_hydra(command, argv)
+    except KeyboardInterrupt:  # Ctrl-C in eval, upscale, ...: one line, not a traceback (train handles its own)
+        print(f"\n{name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -31,6 +31,17 @@ def test_unknown_command_is_one_clear_line(capsys):
     assert "unknown command 'trian'" in err and "train" in err
 
 
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(capsys, monkeypatch):
+    from sr_lightning.commands import report
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "run", interrupted)
+    assert main(["report", "somewhere"]) == 130
+    assert capsys.readouterr().err.strip() == "report: interrupted"
+
+
 @pytest.mark.parametrize("preset", MODEL_PRESETS)
 def test_every_model_preset_composes_validates_and_builds(preset, tmp_path):
     cfg = compose_train([f"model={preset}"], output_dir=tmp_path)

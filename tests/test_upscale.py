@@ -256,3 +256,30 @@ def test_cli_folder_with_summary_line(tmp_path, cli):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png"]
     # the command makes no Hydra run directory or log file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "tiny.ckpt"]
+
+
+def test_overwrite_skip_keeps_finished_outputs_and_does_the_rest(tmp_path, capsys):
+    """An interrupted folder: outputs written so far are kept (not recomputed), the missing ones are made."""
+    ckpt = write_checkpoint(tmp_path / "tiny.ckpt", TINY_GEN)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(_rgb(8, 8, seed=ord(name))).save(src / f"{name}.png")
+    out.mkdir()
+    Image.fromarray(_rgb(16, 16, seed=99)).save(out / "a.png")  # "finished before the interruption"
+    kept = (out / "a.png").read_bytes()
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False)) == 1  # refused by default
+    assert "overwrite=skip" in capsys.readouterr().err
+
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False, overwrite="skip")) == 0
+    assert "1 of 3 output(s) already exist, kept" in capsys.readouterr().out
+    assert (out / "a.png").read_bytes() == kept
+    assert read_image(out / "b.png").shape == read_image(out / "c.png").shape == (16, 16, 3)
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False, overwrite="skip")) == 0
+
+
+def test_overwrite_rejects_other_values():
+    assert [upscale_cmd.overwrite_mode(v) for v in (False, True, "skip", None)] == ["refuse", "replace", "skip",
+                                                                                     "refuse"]
+    with pytest.raises(upscale_cmd.UpscaleError, match="overwrite: got 'yes'.*skip"):
+        upscale_cmd.overwrite_mode("yes")

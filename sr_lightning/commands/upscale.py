@@ -4,7 +4,9 @@ Super-resolves every image of `input` with a training checkpoint (`ckpt=`), expo
 sidecar (`weights=<file>.safetensors|.pt|.onnx`), or bare weights plus the preset they were trained with
 (`weights=<file>.safetensors model=<preset> scale=<n>`). Any size (`tile=<px>|auto` bounds the memory),
 gray/RGB/RGBA, 8 or 16 bit, EXIF orientation applied; the output keeps the input's channels and bit depth and
-its format comes from the extension. Existing files are never replaced unless `overwrite=true`.
+its format comes from the extension. Existing files are never replaced unless `overwrite=true`;
+`overwrite=skip` keeps them and does the rest, which continues an interrupted folder (each output is written to a
+temporary name and renamed, so an existing file is always a finished one).
 See conf/upscale.yaml for every key.
 """
 from __future__ import annotations
@@ -139,8 +141,18 @@ def find_inputs(value: Any) -> tuple[list[Path], bool]:
     raise UpscaleError(f"input={path}: no such file or folder")
 
 
-def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, overwrite: bool) -> list[Path]:
-    """Output file per input; refuses (before any work) to replace existing files unless ``overwrite``."""
+def overwrite_mode(value: Any) -> str:
+    """`overwrite=`: false -> "refuse" (the default), true -> "replace", skip -> "skip" (keep existing outputs)."""
+    modes = {"false": "refuse", "none": "refuse", "true": "replace", "skip": "skip"}
+    if str(value).lower() not in modes:
+        raise UpscaleError(f"overwrite: got {value!r}; allowed: false (refuse to replace outputs), true (replace "
+                           f"them), skip (keep existing outputs and upscale the rest)")
+    return modes[str(value).lower()]
+
+
+def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, overwrite: Any) -> list[Path]:
+    """Output file per input; refuses (before any work) to replace existing files unless ``overwrite`` is
+    true or skip (see overwrite_mode)."""
     from sr_lightning.data.imageio import SUPPORTED_EXTENSIONS
 
     if not output:
@@ -170,11 +182,12 @@ def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, 
         if dst.resolve() == src.resolve():
             raise UpscaleError(f"{dst} would replace its own input; choose another output= folder")
     existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
+    if existing and overwrite_mode(overwrite) == "refuse":
         listed = ", ".join(str(p) for p in existing[:3])
         listed += f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise UpscaleError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; pass overwrite=true to "
-                           f"replace {'it' if len(existing) == 1 else 'them'}, or choose another output=")
+                           f"replace {'it' if len(existing) == 1 else 'them'}, overwrite=skip to keep "
+                           f"{'it' if len(existing) == 1 else 'them'} and do the rest, or choose another output=")
     return targets
 
 
@@ -187,7 +200,15 @@ def run(cfg: DictConfig) -> int:
     from sr_lightning.inference import Upscaler
 
     inputs, input_is_dir = find_inputs(cfg.get("input"))
-    targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), bool(cfg.get("overwrite")))
+    targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), cfg.get("overwrite"))
+    if overwrite_mode(cfg.get("overwrite")) == "skip":
+        pending = [(src, dst) for src, dst in zip(inputs, targets) if not dst.exists()]
+        if len(pending) < len(inputs):
+            print(f"overwrite=skip: {len(inputs) - len(pending)} of {len(inputs)} output(s) already exist, kept",
+                  flush=True)
+        if not pending:
+            return 0
+        inputs, targets = [p[0] for p in pending], [p[1] for p in pending]
     tile, overlap = _tile_option(cfg)
     loaded = load_model(cfg)
     from sr_lightning.commands.export import OnnxGenerator
