@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sr_lightning.config import ConfigError, validate_train_config
 
 if TYPE_CHECKING:
-    from sr_lightning.interrupt import StopRequests
+    from sr_lightning.interrupt import StopRequests, TrainingInterrupted
 
 log = logging.getLogger("sr_lightning.train")
 
@@ -391,7 +391,7 @@ def main(cfg: DictConfig) -> int:
     return 0
 
 
-def _record_interruption(cfg: DictConfig, output_dir: Path, stop) -> int:
+def _record_interruption(cfg: DictConfig, output_dir: Path, stop: TrainingInterrupted) -> int:
     """summary.json says where the run stopped and how to continue; a sweep stops too (no further jobs)."""
     from sr_lightning.wandb_utils import log_failure
 
