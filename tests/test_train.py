@@ -60,6 +60,20 @@ def test_a_fresh_run_in_a_used_folder_keeps_the_earlier_results(cli, tmp_path):
     assert not (tmp_path / "metrics.prev.csv").exists()  # the folder move took the old log along
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_kept_too(tmp_path):
+    from sr_lightning.commands.train import _archive_earlier_run
+
+    assert _archive_earlier_run(tmp_path) is None  # an empty folder: nothing to keep
+    (tmp_path / ".hydra").mkdir()  # Hydra's own files belong to the new run
+    (tmp_path / "metrics.csv").write_text("step,train/g_loss\n1,0.5\n")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "step0000001_a.png").write_bytes(b"png")
+    assert _archive_earlier_run(tmp_path) == tmp_path / "earlier-1"
+    assert (tmp_path / "earlier-1" / "metrics.csv").read_text().endswith("1,0.5\n")
+    assert (tmp_path / "earlier-1" / "images" / "step0000001_a.png").is_file()
+    assert (tmp_path / ".hydra").is_dir() and not (tmp_path / "metrics.csv").exists()
+
+
 @pytest.mark.slow
 def test_train_cli_gan_preset_logs_both_networks(cli, tmp_path):
     result = cli("train", "model=srgan_mse", "disc.blocks=2", "disc.channels=8", "disc.dense_features=16", *TINY,

@@ -242,7 +242,8 @@ def _archive_earlier_run(output_dir: Path) -> Path | None:
     """
     if not _first_process():
         return None  # DDP processes after the first start later and must not move the first one's files
-    if not (output_dir / "checkpoints").is_dir() and not (output_dir / "summary.json").is_file():
+    # any result counts: a run killed (SIGKILL, out of memory) before its first checkpoint leaves only a log
+    if not any((output_dir / name).exists() for name in RUN_RESULTS):
         return None
     n = 1
     while (output_dir / f"earlier-{n}").exists():
