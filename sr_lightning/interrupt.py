@@ -1,7 +1,8 @@
 """Stopping a training run on Ctrl-C or SIGTERM without losing the steps since the last checkpoint.
 
 A notebook's "interrupt", Ctrl-C in a terminal, `timeout`, `kill`, a scheduler's preemption notice (SLURM
-`--signal=TERM@...`) all end in SIGINT or SIGTERM. Stopping at the signal itself could leave G updated and D
+`--signal=TERM@...`) all end in SIGINT or SIGTERM; a dropped ssh session without tmux/nohup in SIGHUP, after
+which the terminal is gone (output to it is then discarded instead of failing the run). Stopping at the signal itself could leave G updated and D
 not, or Adam half-stepped, so a checkpoint written then would not resume to the same weights. Instead:
 
 * before the first training step (data caching, model build, sanity validation) a signal stops the run at once:
@@ -17,14 +18,13 @@ process that stopped alone would leave the others waiting in the next gradient a
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
 
 
 class TrainingInterrupted(BaseException):
@@ -43,23 +43,41 @@ class TrainingInterrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signal_name, 130)
+        """The shell's 128 + signal number: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP."""
+        return 128 + signal.Signals[self.signal_name].value
+
+
+def terminal_fds(fds: tuple[int, ...] = (1, 2)) -> tuple[int, ...]:
+    """Those of `fds` that are a terminal. Asked while the terminal is there: after a hang-up `isatty` fails too."""
+    return tuple(fd for fd in fds if os.isatty(fd))
+
+
+def detach_from_terminal(fds: tuple[int, ...]) -> None:
+    """Point `fds` (a lost terminal's) at /dev/null: after a hang-up every write to the terminal fails (EIO)
+    and would end the run mid-step. Files and pipes (nohup, `> log`, Hydra's train.log) are not among them."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class StopRequests:
-    """SIGINT/SIGTERM handlers for the duration of a training run (a context manager).
+    """SIGINT/SIGTERM/SIGHUP handlers for the duration of a training run (a context manager).
 
     Until `defer()` a signal raises `TrainingInterrupted` where the program is; afterwards the first one is
     only recorded in `requested` (for `callbacks.GracefulStop` to act on after the step) and a second SIGINT raises.
     Handlers can only be set from the main thread; elsewhere this does nothing and Python's defaults apply.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.requested: str | None = None
         self._deferring = False
         self._previous: dict[int, Any] = {}
+        self._terminal = terminal_fds()
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -78,6 +96,8 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        if name == "SIGHUP":
+            detach_from_terminal(self._terminal)
         if not self._deferring or (self.requested and name == "SIGINT"):
             raise TrainingInterrupted(name)
         if not self.requested:

@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, TINY
 from signal_at_step import SignalAtStep
 from sr_lightning.callbacks import GracefulStop
 from sr_lightning.commands.train import _completed_summary
-from sr_lightning.interrupt import StopRequests, TrainingInterrupted
+from sr_lightning.interrupt import StopRequests, TrainingInterrupted, detach_from_terminal, terminal_fds
 from test_module import TinyData, build
 
 
@@ -34,6 +34,25 @@ def test_the_interruption_survives_pickling_between_processes(tmp_path):
     assert (stop.signal_name, stop.step, stop.checkpoint, stop.sweep_dir, stop.exit_code) == (
         "SIGINT", 7, tmp_path / "last.ckpt", tmp_path, 130)
     assert str(stop) == "interrupted by SIGINT after step 7"
+
+
+def test_a_hang_up_is_a_stop_request_and_output_to_the_lost_terminal_is_discarded():
+    import pty
+
+    master, terminal = pty.openpty()
+    read_end, pipe = os.pipe()
+    try:
+        os.set_blocking(master, False)
+        assert terminal_fds((terminal, pipe)) == (terminal,)  # a pipe (nohup, `> log`) keeps its output
+        detach_from_terminal((terminal,))
+        os.write(terminal, b"lost")  # no EIO: it goes to /dev/null now
+        with pytest.raises(OSError):  # nothing reached the terminal (empty, or no longer open at all: EIO)
+            os.read(master, 16)
+    finally:
+        for fd in (master, terminal, read_end, pipe):
+            os.close(fd)
+    assert TrainingInterrupted("SIGHUP").exit_code == 129
+    assert signal.SIGHUP in StopRequests.SIGNALS
 
 
 def test_during_training_the_first_signal_is_recorded_and_a_second_ctrl_c_raises():
@@ -55,7 +74,7 @@ def _fit(module, trainer, **kwargs):
         trainer.fit(module, datamodule=TinyData(n=4, batch_size=2), **kwargs)
 
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_interrupt_saves_last_ckpt_at_the_step_and_resume_matches_a_straight_run(tmp_path, signum):
     pl.seed_everything(0)
     straight, trainer = build(tmp_path / "a", max_steps=4)
@@ -176,3 +195,37 @@ def test_second_ctrl_c_in_the_first_ddp_process_stops_the_other_too(cli, tmp_pat
     assert "last.ckpt kept from step 2" in run.stderr
     assert "Connection closed by peer" not in run.stderr  # rank 1 was stopped, not left to crash
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def test_a_dropped_terminal_saves_the_step_and_exits_129(tmp_path):
+    """A run whose terminal hangs up (ssh dropped without tmux): SIGHUP, and every later write to the terminal
+    would fail with EIO. The run still finishes its step, saves last.ckpt there and records the interruption."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "sr_lightning", "train", "gen.blocks=1", "gen.channels=8",
+            *[o for o in TINY if not o.startswith("trainer.")], "callbacks=default", "trainer.max_steps=100000",
+            "checkpoint_every_n_steps=100000", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the CLI on a new terminal (pty.fork makes it the controlling one)
+        os.chdir(REPO_ROOT)
+        os.execve(sys.executable, args, env)
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # else tqdm draws 0 columns
+    seen, deadline = b"", time.time() + 240
+    while b"it/s" not in seen and b"s/it" not in seen and time.time() < deadline:  # the progress bar: training
+        if select.select([master], [], [], 1)[0]:
+            seen += os.read(master, 4096)
+    assert b"it/s" in seen or b"s/it" in seen, seen.decode(errors="replace")[-2000:]
+    os.close(master)  # hang up
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129, seen.decode(errors="replace")[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["signal"]) == ("interrupted", "SIGHUP") and summary["global_step"] >= 1
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == summary["global_step"]
