@@ -168,3 +168,16 @@ def test_fp16_is_refused_without_a_gpu(monkeypatch):
     with pytest.raises(ConfigError, match="16-mixed needs a CUDA GPU") as info:
         train.resolve_precision("16-mixed", "auto", "auto")
     assert info.value.key == "precision"
+
+
+def test_summary_is_written_by_the_first_process_only(tmp_path, monkeypatch):
+    """Under DDP every process ends in main(); two writers renaming one temporary file used to race."""
+    from sr_lightning.commands import train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "_first_process", lambda: False)
+    train_cmd.write_summary(tmp_path, status="completed")
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(train_cmd, "_first_process", lambda: True)
+    train_cmd.write_summary(tmp_path, status="completed")
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "completed"}

@@ -75,8 +75,12 @@ def _is_multirun() -> bool:
 
 
 def write_summary(run_dir: Path, **fields: Any) -> None:
+    """summary.json, written atomically and by one process: under DDP every process reaches the end of `main`,
+    and two renames of one temporary file race (the second finds it gone)."""
+    if not _first_process():
+        return
     path = run_dir / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.tmp{os.getpid()}")
     tmp.write_text(json.dumps(fields, indent=2, default=float))
     tmp.replace(path)
 
@@ -404,11 +408,11 @@ def _record_interruption(cfg: DictConfig, output_dir: Path, stop: TrainingInterr
         kept = f"last.ckpt kept from step {_checkpoint_step(last)}"
     else:
         kept, resume = "no checkpoint yet (stopped before training)", None
+    write_summary(output_dir, status="interrupted", error=str(stop), signal=stop.signal_name,
+                  global_step=stop.step, checkpoint=str(last) if last.is_file() else None,
+                  resume_command=resume, output_dir=str(output_dir),
+                  model=str(OmegaConf.select(cfg, "model_name", default="?")))
     if _first_process():
-        write_summary(output_dir, status="interrupted", error=str(stop), signal=stop.signal_name,
-                      global_step=stop.step, checkpoint=str(last) if last.is_file() else None,
-                      resume_command=resume, output_dir=str(output_dir),
-                      model=str(OmegaConf.select(cfg, "model_name", default="?")))
         print(f"{stop}; {kept}" + (f"; resume with: {resume}" if resume and not _is_multirun() else ""),
               file=sys.stderr, flush=True)
     log_failure(str(stop), status="interrupted", exit_code=stop.exit_code)
