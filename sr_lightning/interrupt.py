@@ -1,9 +1,10 @@
-"""Stopping a training run on Ctrl-C or SIGTERM without losing the steps since the last checkpoint.
+"""Stopping a training run on Ctrl-C, SIGTERM or a hang-up without losing the steps since the last checkpoint.
 
 A notebook's "interrupt", Ctrl-C in a terminal, `timeout`, `kill`, a scheduler's preemption notice (SLURM
-`--signal=TERM@...`) all end in SIGINT or SIGTERM; a dropped ssh session without tmux/nohup in SIGHUP, after
-which the terminal is gone (output to it is then discarded instead of failing the run). Stopping at the signal itself could leave G updated and D
-not, or Adam half-stepped, so a checkpoint written then would not resume to the same weights. Instead:
+`--signal=TERM@...`) all end in SIGINT or SIGTERM; an ssh session dropped without tmux/nohup in SIGHUP, after
+which the terminal is gone (output to it is then discarded instead of failing the run). Stopping at the signal
+itself could leave G updated and D not, or Adam half-stepped, so a checkpoint written then would not resume to
+the same weights. Instead:
 
 * before the first training step (data caching, model build, sanity validation) a signal stops the run at once:
   there is no progress to keep;

@@ -230,4 +230,5 @@ def test_a_dropped_terminal_saves_the_step_and_exits_129(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 129, seen.decode(errors="replace")[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["signal"]) == ("interrupted", "SIGHUP") and summary["global_step"] >= 1
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == summary["global_step"]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == summary["global_step"]
