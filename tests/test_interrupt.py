@@ -1,5 +1,5 @@
-"""Ctrl-C / SIGTERM during training: the step finishes, last.ckpt is written at it, resume continues exactly;
-a sweep stops and resumes with the command it prints."""
+"""Ctrl-C, SIGTERM or a hang-up during training: the step finishes, last.ckpt is written at it, resume continues
+exactly; under DDP every process stops after the same step; a sweep stops and resumes with the command it prints."""
 from __future__ import annotations
 
 import json
