@@ -7,6 +7,7 @@ never destroys the previous file.
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +90,11 @@ class GracefulStop(Callback):
         # all-reduce until the timeout (30 min), so they go too (Lightning does the same for KeyboardInterrupt).
         launcher = trainer.strategy.launcher
         if isinstance(exception, TrainingInterrupted) and exception.checkpoint is None and launcher is not None:
-            import signal
-
             launcher.kill(signal.SIGKILL)
 
     @staticmethod
     def _shared(trainer: pl.Trainer, requested: str | None) -> str | None:
         """The request of any process, as a signal name (one all-reduce of one number per step)."""
-        import signal
-
         import torch
 
         number = torch.tensor(signal.Signals[requested].value if requested else 0, device=trainer.strategy.root_device)

@@ -150,9 +150,9 @@ def overwrite_mode(value: Any) -> str:
     return modes[str(value).lower()]
 
 
-def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, overwrite: Any) -> list[Path]:
-    """Output file per input; refuses (before any work) to replace existing files unless ``overwrite`` is
-    true or skip (see overwrite_mode)."""
+def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, overwrite: str) -> list[Path]:
+    """Output file per input; refuses (before any work) to replace existing files when ``overwrite`` (a mode of
+    overwrite_mode) is "refuse"."""
     from sr_lightning.data.imageio import SUPPORTED_EXTENSIONS
 
     if not output:
@@ -182,7 +182,7 @@ def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, 
         if dst.resolve() == src.resolve():
             raise UpscaleError(f"{dst} would replace its own input; choose another output= folder")
     existing = [t for t in targets if t.exists()]
-    if existing and overwrite_mode(overwrite) == "refuse":
+    if existing and overwrite == "refuse":
         listed = ", ".join(str(p) for p in existing[:3])
         listed += f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise UpscaleError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; pass overwrite=true to "
@@ -200,8 +200,9 @@ def run(cfg: DictConfig) -> int:
     from sr_lightning.inference import Upscaler
 
     inputs, input_is_dir = find_inputs(cfg.get("input"))
-    targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), cfg.get("overwrite"))
-    if overwrite_mode(cfg.get("overwrite")) == "skip":
+    overwrite = overwrite_mode(cfg.get("overwrite"))
+    targets = plan_outputs(inputs, input_is_dir, cfg.get("output"), cfg.get("ext"), overwrite)
+    if overwrite == "skip":
         pending = [(src, dst) for src, dst in zip(inputs, targets) if not dst.exists()]
         if len(pending) < len(inputs):
             print(f"overwrite=skip: {len(inputs) - len(pending)} of {len(inputs)} output(s) already exist, kept",
