@@ -167,3 +167,79 @@ def test_write_float_and_jpeg(tmp_path):
         write_image(tmp_path / "a.jpg", np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="extension"):
         write_image(tmp_path / "a.xyz", back)
+
+
+# --- decompression bombs (max_pixels) ---------------------------------------------------------------------------
+
+def _png_header_only(path, width: int, height: int):
+    """A PNG whose header claims width x height (8-bit gray) but holds one row of data: a bomb that costs nothing
+    unless something decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_bomb_refused_by_default_naming_file_size_limit_and_key(tmp_path):
+    from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
+
+    bomb = _png_header_only(tmp_path / "huge.png", 14000, 13000)
+    for reader in (read_image, read_rgb_uint8):
+        with pytest.raises(ImageTooLargeError) as info:
+            reader(bomb)
+        msg = str(info.value)
+        assert "huge.png" in msg and "14000x13000" in msg and "182,000,000 pixels" in msg
+        assert f"{DEFAULT_MAX_PIXELS:,}" in msg and "max_pixels=" in msg
+        assert isinstance(info.value, ImageReadError)   # callers catching ImageReadError keep working
+    # The header is still readable (listing a folder must not decode), and a limit there refuses it up front.
+    assert image_size(bomb) == (13000, 14000)
+    with pytest.raises(ImageTooLargeError, match=r"huge\.png"):
+        image_size(bomb, max_pixels=DEFAULT_MAX_PIXELS)
+
+
+@pytest.mark.parametrize("no_limit", [None, 0, "0", "none"])
+def test_bomb_guard_can_be_turned_off_on_purpose(tmp_path, no_limit):
+    from PIL import Image as PILImage
+
+    from sr_lightning.data.imageio import ImageTooLargeError
+
+    bomb = _png_header_only(tmp_path / "huge.png", 14000, 13000)
+    before = PILImage.MAX_IMAGE_PIXELS
+    # Past the size check, the decoder finds the data truncated: a plain ImageReadError, not the size refusal.
+    with pytest.raises(ImageReadError, match=r"huge\.png.*(truncated|decode)") as info:
+        read_image(bomb, max_pixels=no_limit)
+    assert not isinstance(info.value, ImageTooLargeError)
+    assert PILImage.MAX_IMAGE_PIXELS == before, "Pillow's global guard must be restored"
+
+
+def test_max_pixels_limit_is_applied_exactly(tmp_path):
+    from sr_lightning.data.imageio import ImageTooLargeError
+
+    Image.fromarray(_rgb(6, 9)).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png", max_pixels=54).shape == (6, 9, 3)     # 54 px: at the limit
+    with pytest.raises(ImageTooLargeError, match=r"a\.png: 9x6 = 54 pixels .* limit of 53 pixels"):
+        read_rgb_uint8(tmp_path / "a.png", max_pixels=53)
+    # Above Pillow's own refusal too: ours is the only check, Pillow's is off while we read.
+    assert read_image(tmp_path / "a.png", max_pixels=10**12).shape == (6, 9, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, "lots", 1.5, True])
+def test_bad_max_pixels_value_names_key(bad):
+    from sr_lightning.data.imageio import resolve_max_pixels
+
+    with pytest.raises(ValueError, match=r"^max_pixels: got .*allowed"):
+        resolve_max_pixels(bad)
+
+
+def test_max_pixels_values():
+    from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, resolve_max_pixels
+
+    assert resolve_max_pixels("default") == DEFAULT_MAX_PIXELS == 2 * Image.MAX_IMAGE_PIXELS  # Pillow refuses above
+    assert resolve_max_pixels(3e8) == 300_000_000 and resolve_max_pixels("3e8") == 300_000_000
+    assert resolve_max_pixels(0) is None and resolve_max_pixels(None) is None

@@ -16,6 +16,7 @@ _EXPORTS = {
     "SampleSource": "sr_lightning.data.sample",
     "RandomDegradation": "sr_lightning.data.degradations",
     "ImageReadError": "sr_lightning.data.imageio",
+    "ImageTooLargeError": "sr_lightning.data.imageio",
     "read_image": "sr_lightning.data.imageio",
     "read_rgb_uint8": "sr_lightning.data.imageio",
     "write_image": "sr_lightning.data.imageio",
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sr_lightning.data.datamodule import SRDataModule
     from sr_lightning.data.datasets import DatasetError, DatasetMissingError, FolderSource
     from sr_lightning.data.degradations import RandomDegradation
-    from sr_lightning.data.imageio import ImageReadError, read_image, read_rgb_uint8, write_image
+    from sr_lightning.data.imageio import ImageReadError, ImageTooLargeError, read_image, read_rgb_uint8, write_image
     from sr_lightning.data.sample import SampleSource
 
 

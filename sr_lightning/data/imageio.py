@@ -7,11 +7,18 @@ applied and palettes expanded, so nothing downstream ever sees a sideways photo 
 Pillow decodes almost everything, but it silently truncates 16-bit *colour* PNG/TIFF to 8 bit (it has no
 16-bit RGB mode), so those files are decoded with OpenCV instead. Every failure is an `ImageReadError`
 whose message names the file and says what to do about it.
+
+Decompression bombs: a file whose header claims more than `max_pixels` pixels is refused before any decoding
+with an `ImageTooLargeError` (file, size, limit, and the `max_pixels=` key that raises the limit). The default
+is the size Pillow itself refuses (`DEFAULT_MAX_PIXELS`, ~179 MP, e.g. 14000x13000 is refused), so every
+file that loaded before still loads; `max_pixels=None` or `0` turns the guard off on purpose.
 """
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 # EXIF tag 274 = Orientation; values 5..8 swap width and height.
 _EXIF_ORIENTATION = 274
+# Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that (178,956,970 px in Pillow 13). Our
+# default is that refusal, so the guard stays on and no file that Pillow reads is newly refused.
+DEFAULT_MAX_PIXELS = 2 * int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+MAX_PIXELS_KEY = "max_pixels"
 
 
 class ImageReadError(ValueError):
@@ -30,6 +41,77 @@ class ImageReadError(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
         super().__init__(f"{path}: {problem}. {remedy}")
         self.path = Path(path)
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image over the decompression-bomb limit; the message names the file, its size, the limit and the key."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, limit: int, key: str = MAX_PIXELS_KEY):
+        self.width, self.height, self.pixels, self.limit = int(width), int(height), int(width) * int(height), limit
+        super().__init__(
+            path,
+            f"{width}x{height} = {self.pixels:,} pixels is over the decompression-bomb limit of {limit:,} pixels",
+            f"If you trust the file, raise the limit with {key}={_round_up(self.pixels)} (or {key}=0 for no limit)",
+        )
+
+
+def _round_up(pixels: int) -> int:
+    """A readable limit just above `pixels` (two significant digits), for the remedy in the message."""
+    step = 10 ** max(0, len(str(pixels)) - 2)
+    return -(-pixels // step) * step
+
+
+def resolve_max_pixels(value, key: str = MAX_PIXELS_KEY) -> int | None:
+    """A `max_pixels` config value -> a limit in pixels, or None for no limit.
+
+    Allowed: a positive number of pixels (3e8 is fine), `default` (Pillow's limit, `DEFAULT_MAX_PIXELS`), and
+    0 / null / `none` for no limit. Anything else is a `ValueError` naming `key`.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "0", "")):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("default", "pillow"):
+        return DEFAULT_MAX_PIXELS
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number >= 0 or number != int(number):
+        raise ValueError(f"{key}: got {value!r}; allowed: a whole number of pixels (e.g. {key}=300000000), "
+                         f"default (Pillow's limit, {DEFAULT_MAX_PIXELS:,}) or 0 for no limit")
+    return int(number) or None
+
+
+def check_pixels(path: str | os.PathLike, height: int, width: int, max_pixels=DEFAULT_MAX_PIXELS) -> None:
+    """Raise `ImageTooLargeError` when height x width is over `max_pixels` (None / 0: no limit)."""
+    limit = resolve_max_pixels(max_pixels)
+    if limit is not None and int(height) * int(width) > limit:
+        raise ImageTooLargeError(path, width, height, limit)
+
+
+# Pillow's own bomb check reads the process-wide Image.MAX_IMAGE_PIXELS inside Image.open and refuses before
+# we could name the file or honour a larger max_pixels. While any of our reads is opening a file the global is
+# set to None (counted, so concurrent reads in threads do not restore it early); our check on the header size
+# replaces it. Other code that opens images in the same moment briefly runs without Pillow's check.
+_guard_lock = threading.Lock()
+_guard_users = 0
+_saved_limit: int | None = None
+
+
+@contextmanager
+def _pillow_bomb_check_off():
+    global _guard_users, _saved_limit
+    with _guard_lock:
+        if _guard_users == 0:
+            _saved_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _guard_users += 1
+    try:
+        yield
+    finally:
+        with _guard_lock:
+            _guard_users -= 1
+            if _guard_users == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 class ImageWarning(UserWarning):
@@ -49,15 +131,20 @@ def _check_extension(path: Path) -> None:
         )
 
 
-def _open(path: Path) -> tuple[Image.Image, bool]:
-    """(decoded image, whether the file is 16-bit colour that Pillow would truncate)."""
+def _open(path: Path, max_pixels: int | None) -> tuple[Image.Image, bool]:
+    """(decoded image, whether the file is 16-bit colour that Pillow would truncate). Call with Pillow's check off."""
     if not path.is_file():
         raise ImageReadError(path, "file not found", "Check the path (and the data.* directories in the config)")
     _check_extension(path)
     try:
         image = Image.open(path)
+        if max_pixels is not None and image.width * image.height > max_pixels:  # header only: nothing decoded yet
+            image.close()
+            raise ImageTooLargeError(path, image.width, image.height, max_pixels)
         high_bit = _is_high_bit_colour(image)  # the tile list is only there before load()
         image.load()  # force the decode now so truncation/corruption surfaces here, not later
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(
             path,
@@ -133,30 +220,38 @@ def _to_array(image: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(image).copy()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int | str | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The file's pixels: uint8 or uint16, `(H, W)` or `(H, W, C)` with C in 1/3/4.
 
     EXIF orientation is applied and palettes are expanded (to RGB, or RGBA when the palette has transparency).
-    Raises `ImageReadError` (naming the file and the remedy) for missing, corrupt, truncated or unsupported files.
+    Raises `ImageReadError` (naming the file and the remedy) for missing, corrupt, truncated or unsupported files,
+    and its subclass `ImageTooLargeError` before decoding a file of more than `max_pixels` pixels (default:
+    Pillow's decompression-bomb limit; None or 0: no limit).
     """
     path = Path(path)
-    image, high_bit = _open(path)
-    orientation = _orientation(image)
-    if high_bit:
-        return _read_high_bit_colour(path, orientation)
-    if orientation != 1:
-        image = ImageOps.exif_transpose(image)
-    return _to_array(image, path)
+    limit = resolve_max_pixels(max_pixels)
+    with _pillow_bomb_check_off():
+        image, high_bit = _open(path, limit)
+        orientation = _orientation(image)
+        if high_bit:
+            return _read_high_bit_colour(path, orientation)
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        return _to_array(image, path)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) after EXIF orientation, read from the header only (no full decode)."""
+def image_size(path: str | os.PathLike, max_pixels: int | str | None = None) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, read from the header only (no full decode).
+
+    Header sizes of any magnitude are returned (nothing is decoded); with `max_pixels` a size over it raises
+    `ImageTooLargeError`, so data sets can refuse a bomb when they are listed rather than when it is read.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "file not found", "Check the path (and the data.* directories in the config)")
     _check_extension(path)
     try:
-        with Image.open(path) as image:
+        with _pillow_bomb_check_off(), Image.open(path) as image:
             width, height = image.size
             orientation = _orientation(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -164,6 +259,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             path, f"cannot read the image header ({type(exc).__name__}: {exc})",
             "The file is corrupt or not an image: re-download or re-export it, or delete it from the folder",
         ) from exc
+    check_pixels(path, height, width, max_pixels)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -191,9 +287,12 @@ def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
-    """`(H, W, 3)` uint8: alpha dropped with an `ImageWarning`, 16 bit scaled to 8 bit, gray replicated."""
-    return to_rgb_uint8(read_image(path), str(path))
+def read_rgb_uint8(path: str | os.PathLike, max_pixels: int | str | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`(H, W, 3)` uint8: alpha dropped with an `ImageWarning`, 16 bit scaled to 8 bit, gray replicated.
+
+    `max_pixels` as in `read_image` (files over it raise `ImageTooLargeError` before decoding).
+    """
+    return to_rgb_uint8(read_image(path, max_pixels), str(path))
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, *, quality: int = 95, compress_level: int = 3) -> Path:
@@ -252,10 +351,8 @@ def is_grayscale_file(path: str | os.PathLike) -> bool:
     Decided from the file header (no decoding): an RGB file whose three channels happen to be equal is not
     grayscale — the reference tables score e.g. Set14's img_010 on Y.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
+        with _pillow_bomb_check_off(), Image.open(path) as image:  # header only: any size is fine here
             return image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-    except OSError as err:
-        raise ImageReadError(f"{path}: cannot read the image header ({err}); replace or remove the file") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(path, f"cannot read the image header ({err})", "Replace or remove the file") from err
