@@ -10,9 +10,10 @@ RGB or RGBA) and returns the same kind of array, `scale` times larger:
 * alpha never goes through the network: it is upscaled with MATLAB bicubic and re-attached;
 * 16-bit input is processed in float and written back as 16 bit.
 
-The network runs through `tiled_forward`'s row iterator, and every finished strip of output rows is
-converted straight into the integer result, so besides the input and output arrays only one strip of float
-output exists at a time. The bicubic channels are computed strip by strip too (`bicubic_rows`).
+The network runs through `iter_tiled_blocks`, and every finished block of output pixels is converted straight
+into the integer result; tiles are converted to float one at a time. So besides the integer input and output
+arrays only one tile's float output (and the overlap bands waiting for a neighbour) exists at a time. The
+bicubic channels are computed block by block too (`bicubic_region`).
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sr_lightning.inference.tiling import (auto_tile_size, available_memory_bytes, iter_tiled_rows, plan_axis,
-                                           tiled_forward)
+from sr_lightning.inference.tiling import (auto_tile_size, available_memory_bytes, iter_tiled_blocks,
+                                           iter_tiled_rows, plan_axis, tiled_forward)
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
 
-__all__ = ["Upscaler", "bicubic_rows", "tiled_forward", "iter_tiled_rows", "auto_tile_size",
+__all__ = ["Upscaler", "bicubic_rows", "bicubic_region", "tiled_forward", "iter_tiled_blocks", "iter_tiled_rows", "auto_tile_size",
            "available_memory_bytes", "plan_axis"]
 
 # BT.601 luma, the weights PIL and MATLAB's rgb2gray use: RGB output of a gray input -> one channel again.
@@ -46,17 +47,29 @@ def bicubic_rows(lr: Tensor, scale: int, row_start: int, row_stop: int, block: i
     result discards) gives the same numbers with small matrices, because with an integer scale every output
     pixel keeps its fractional source position, and so its weights, inside any window that holds its taps.
     """
+    return bicubic_region(lr, scale, row_start, row_stop, 0, lr.shape[-1] * scale, block)
+
+
+def bicubic_region(lr: Tensor, scale: int, row_start: int, row_stop: int, col_start: int, col_stop: int,
+                   block: int = 256, prepare: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """``imresize(lr, scale)[..., row_start:row_stop, col_start:col_stop]``, from windows of ``lr`` (see
+    `bicubic_rows`). ``prepare`` turns each window into floats (``lr`` may stay uint8).
+
+    The windows are always those of the fixed ``block`` grid, whatever the region: every output pixel is
+    computed from the same window, so regions cut differently give identical numbers.
+    """
     height, width = lr.shape[-2:]
     r0 = max(0, row_start // scale - _BICUBIC_MARGIN)
     r1 = min(height, -(-row_stop // scale) + _BICUBIC_MARGIN)
     pieces = []
-    for c0 in range(0, width, block):
+    for c0 in range(col_start // scale // block * block, -(-col_stop // scale), block):
         c1 = min(width, c0 + block)
         a0, a1 = max(0, c0 - _BICUBIC_MARGIN), min(width, c1 + _BICUBIC_MARGIN)
-        piece = imresize(lr[..., r0:r1, a0:a1], scale=scale)
-        pieces.append(piece[..., row_start - r0 * scale:row_stop - r0 * scale,
-                            (c0 - a0) * scale:(c1 - a0) * scale])
-    return torch.cat(pieces, dim=-1)
+        window = lr[..., r0:r1, a0:a1]
+        piece = imresize(prepare(window) if prepare is not None else window, scale=scale)
+        lo, hi = max(col_start, c0 * scale), min(col_stop, c1 * scale)
+        pieces.append(piece[..., row_start - r0 * scale:row_stop - r0 * scale, lo - a0 * scale:hi - a0 * scale])
+    return torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
 
 
 def _quantise(x: Tensor, maxval: int, dtype: np.dtype) -> np.ndarray:
@@ -120,32 +133,47 @@ class Upscaler:
         colour_channels = channels - 1 if has_alpha else channels
         s, (lo, hi) = self.scale, self.value_range
 
-        # np.array copies: decoded arrays may be read-only, which torch.from_numpy warns about.
-        rgb = torch.from_numpy(np.array(image[:, :, :colour_channels])).permute(2, 0, 1).float() / maxval
-        if colour_channels == 1:
-            rgb = rgb.expand(3, height, width)
-        chroma = None
-        if self.color == "y":
-            ycc = rgb2ycbcr(rgb)
-            net_input, chroma = ycc[:1], ycc[1:]
+        # The input stays uint8/uint16; each tile (and each bicubic window) is turned into floats when it is
+        # used, with the same arithmetic as a whole-image conversion, so no full-size float copy exists.
+        if not image.flags.writeable:  # decoded arrays may be read-only, which torch.from_numpy warns about
+            image = image.copy()
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, C, H, W) view, no copy
+
+        def to_unit(t: Tensor) -> Tensor:
+            return t.float() / maxval
+
+        def to_net(t: Tensor) -> Tensor:
+            t = to_unit(t)
+            return t * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else t
+
+        chroma, prepare = None, to_net
+        if self.color == "y":  # a Y model is small; its colour conversion stays whole-image (float) as before
+            rgb = to_unit(pixels[0, :colour_channels])
+            ycc = rgb2ycbcr(rgb.expand(3, height, width) if colour_channels == 1 else rgb)
+            chroma, x, prepare = ycc[1:], ycc[:1][None], None
+            if (lo, hi) != (0.0, 1.0):
+                x = x * (hi - lo) + lo
         else:
-            net_input = rgb
-        alpha = (torch.from_numpy(np.array(image[:, :, -1]))[None].float() / maxval) if has_alpha else None
-        x = (net_input * (hi - lo) + lo)[None] if (lo, hi) != (0.0, 1.0) else net_input[None].contiguous()
+            x = pixels[:, :colour_channels]
+            if colour_channels == 1:
+                x = x.expand(1, 3, height, width)
+        alpha = pixels[0, -1:] if has_alpha else None
 
         out = np.empty((height * s, width * s, channels), dtype=image.dtype)
-        for row, block in iter_tiled_rows(self.net, x, s, self.tile, self.tile_overlap, window=self.window,
-                                          autocast_dtype=self.autocast_dtype, channels_last=self.channels_last,
-                                          output_device="cpu", on_tile=on_tile):
-            stop = row + block.shape[2]
+        for top, left, block in iter_tiled_blocks(self.net, x, s, self.tile, self.tile_overlap, window=self.window,
+                                                  autocast_dtype=self.autocast_dtype,
+                                                  channels_last=self.channels_last, output_device="cpu",
+                                                  on_tile=on_tile, prepare=prepare):
+            bottom, right = top + block.shape[2], left + block.shape[3]
             sr = block[0]
             if (lo, hi) != (0.0, 1.0):
                 sr = (sr - lo) / (hi - lo)
             if chroma is not None:
-                sr = ycbcr2rgb(torch.cat([sr, bicubic_rows(chroma, s, row, stop)]))
+                sr = ycbcr2rgb(torch.cat([sr, bicubic_region(chroma, s, top, bottom, left, right)]))
             if colour_channels == 1:  # luma of the RGB the network would have shown (so clamp first)
                 sr = sum(w * c for w, c in zip(_LUMA, sr.clamp(0.0, 1.0)))[None]
-            out[row:stop, :, :colour_channels] = _quantise(sr, maxval, image.dtype)
+            out[top:bottom, left:right, :colour_channels] = _quantise(sr, maxval, image.dtype)
             if alpha is not None:
-                out[row:stop, :, -1:] = _quantise(bicubic_rows(alpha, s, row, stop), maxval, image.dtype)
+                out[top:bottom, left:right, -1:] = _quantise(
+                    bicubic_region(alpha, s, top, bottom, left, right, prepare=to_unit), maxval, image.dtype)
         return out[:, :, 0] if channels == 1 else out

@@ -14,10 +14,12 @@ outputs are cross-faded over the middle half with a smooth (raised-cosine or lin
 
 The windows are separable and the tiles form a grid, so the sum of all windows is the outer product of two
 1-D sums: each tile's contribution is normalised on the fly with two vectors instead of a full-size weight
-image. Tiles are processed one row of the grid at a time and output rows are handed out as soon as no later
-tile touches them (`iter_tiled_rows`), so a caller can quantise them straight into its uint8/uint16 result:
-besides that result, memory holds one strip of float output and one tile's activations, never the
-activations of the whole image.
+image. Tiles run row by row of the grid, left to right, and every block of output pixels is handed out as
+soon as no later tile touches it (`iter_tiled_blocks`), so a caller can quantise it straight into its
+uint8/uint16 result. Besides that result, float memory holds one tile's output and activations and the two
+overlap bands still waiting for a neighbour (the rows shared with the next grid row, full width; the columns
+shared with the next tile, one tile high), never a full-width strip of tiles or a full-size accumulator: a
+6000x4000 input at x4 needs 18 MB of band, where a strip of 1024 px tiles took 1.2 GB.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 
 from sr_lightning.models import final_output
 
-__all__ = ["tiled_forward", "iter_tiled_rows", "plan_axis", "TilePlan", "auto_tile_size",
+__all__ = ["tiled_forward", "iter_tiled_blocks", "iter_tiled_rows", "plan_axis", "TilePlan", "auto_tile_size",
            "available_memory_bytes", "WINDOWS"]
 
 WINDOWS = ("cosine", "linear")
@@ -158,8 +160,8 @@ def auto_tile_size(net: nn.Module, in_channels: int, scale: int, overlap: int,
     """Tile edge (input pixels) whose activations fit in ``memory_fraction`` of the free memory.
 
     Estimate per input pixel: ``live_maps`` copies of the largest feature map (see
-    `_activation_floats_per_pixel`) plus the float output strip and its blending temporaries. The benchmark
-    (benchmarks/upscale.py) reports the peak RSS this gives on a 4000x3000 x4 image.
+    `_activation_floats_per_pixel`) plus the tile's float output and its blending temporaries. The benchmark
+    (benchmarks/upscale.py) reports the peak RSS this gives on a 6000x4000 x4 file.
     """
     device = torch.device(device)
     per_pixel = _activation_floats_per_pixel(net, in_channels, device) * live_maps * element_bytes
@@ -195,12 +197,22 @@ def _check_args(x: Tensor, scale: int, tile, tile_overlap: int, window: str) -> 
                              f"integer > 2 * tile_overlap = {2 * tile_overlap} (input pixels)")
 
 
-def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | None = None,
-                    tile_overlap: int = 16, *, window: str = "cosine", autocast_dtype: torch.dtype | None = None,
-                    channels_last: bool = False, output_device: torch.device | str | None = None,
-                    on_tile: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(row, block)``: finished output rows ``row .. row + block.shape[2]`` (float32, (1,C,h,W*scale)),
-    top to bottom. Arguments as `tiled_forward`."""
+def iter_tiled_blocks(net: nn.Module, x: Tensor, scale: int, tile: int | str | None = None,
+                      tile_overlap: int = 16, *, window: str = "cosine", autocast_dtype: torch.dtype | None = None,
+                      channels_last: bool = False, output_device: torch.device | str | None = None,
+                      on_tile: Callable[[int, int], None] | None = None,
+                      prepare: Callable[[Tensor], Tensor] | None = None) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(top, left, block)``: finished output pixels ``[top, top + h) x [left, left + w)`` as a float32
+    ``(1, C, h, w)`` block, as soon as no later tile touches them. Other arguments as `tiled_forward`;
+    ``prepare`` maps each input tile to the network's float input (so ``x`` may stay uint8: no full-size float
+    copy of the input).
+
+    Blocks come one grid row at a time (all blocks of a grid row share their rows), left to right. Float
+    memory besides one tile's output: the rows the next grid row will also cover (an overlap band, full width)
+    and the columns the next tile will also cover (an overlap band, one tile high). Each output pixel is the
+    sum of its tiles' weighted outputs added in tile order, so the result equals the former full-strip
+    accumulation bit for bit.
+    """
     _check_args(x, scale, tile, tile_overlap, window)
     device = _net_device(net, x.device)
     output_device = torch.device(output_device) if output_device is not None else x.device
@@ -215,54 +227,77 @@ def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | Non
     total, done = len(rows.starts) * len(cols.starts), 0
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else nullcontext())
+    out_height, out_width = height * scale, width * scale
 
-    strip: Tensor | None = None  # float accumulator for output rows [strip_top, strip_top + strip.shape[2])
-    strip_top = 0
+    band: Tensor | None = None  # sums of earlier grid rows over this grid row's first rows (full width)
     for i, y0 in enumerate(rows.starts):
         top, bottom = y0 * scale, (y0 + rows.size) * scale
-        # no_grad per grid row, not around the loop: a generator suspended at `yield` inside a `with` would
-        # leave the grad mode switched for whatever the caller runs in between.
-        with torch.no_grad():
-            for j, x0 in enumerate(cols.starts):
+        # rows below `finish` are covered by the next grid row too: they go to the next band, not out
+        finish = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else out_height
+        next_band: Tensor | None = None
+        hold: Tensor | None = None  # sums of this grid row's earlier tiles over the current tile's first columns
+        for j, x0 in enumerate(cols.starts):
+            left, right = x0 * scale, (x0 + cols.size) * scale
+            next_left = cols.starts[j + 1] * scale if j + 1 < len(cols.starts) else out_width
+            # no_grad per tile, not around the loop: a generator suspended at `yield` inside a `with` would
+            # leave the grad mode switched for whatever the caller runs in between.
+            with torch.no_grad():
                 # A slice of x is a strided view; convolutions on it take a slow path on CPU, so copy.
-                patch = x[:, :, y0:y0 + rows.size, x0:x0 + cols.size].to(device).contiguous(
+                patch = x[:, :, y0:y0 + rows.size, x0:x0 + cols.size]
+                if prepare is not None:
+                    patch = prepare(patch)
+                patch = patch.to(device).contiguous(
                     memory_format=torch.channels_last if channels_last else torch.contiguous_format)
                 with amp:
                     out = final_output(net(patch))
-                expected = (rows.size * scale, cols.size * scale)
-                if tuple(out.shape[-2:]) != expected:
-                    raise ValueError(
-                        f"tiled_forward: the generator turned a {rows.size}x{cols.size} tile into "
-                        f"{out.shape[-2]}x{out.shape[-1]}, expected {expected[0]}x{expected[1]} at scale={scale}; "
-                        f"check that `scale` matches the model")
-                out = out.to(output_device, torch.float32).contiguous()
-                done += 1
-                if single:  # untiled: the prediction itself, no blending arithmetic
-                    break
-                if strip is None:
-                    strip = torch.zeros(1, out.shape[1], bottom - top, width * scale, device=output_device)
-                    strip_top = top
-                elif strip_top + strip.shape[2] < bottom:  # first tile of a new grid row: grow the strip
-                    grown = torch.zeros(1, strip.shape[1], bottom - strip_top, width * scale, device=output_device)
-                    grown[:, :, :strip.shape[2]] = strip
-                    strip = grown
-                # Separable weights applied in place: no (tile x tile) weight image per tile.
-                out.mul_(row_w[i][:, None]).mul_(col_w[j][None, :])
-                strip[:, :, top - strip_top:bottom - strip_top, x0 * scale:(x0 + cols.size) * scale] += out
-                del out, patch
-                if on_tile is not None:
-                    on_tile(done, total)
-        if single:
+                del patch
+            expected = (rows.size * scale, cols.size * scale)
+            if tuple(out.shape[-2:]) != expected:
+                raise ValueError(
+                    f"tiled_forward: the generator turned a {rows.size}x{cols.size} tile into "
+                    f"{out.shape[-2]}x{out.shape[-1]}, expected {expected[0]}x{expected[1]} at scale={scale}; "
+                    f"check that `scale` matches the model")
+            out = out.to(output_device, torch.float32).contiguous()
+            done += 1
             if on_tile is not None:
                 on_tile(done, total)
-            yield 0, out
-            return
-        # Rows above the next grid row's first tile receive no more contributions: hand them out.
-        finished = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else height * scale
-        if finished > strip_top:
-            yield strip_top, strip[:, :, :finished - strip_top]
-            strip = strip[:, :, finished - strip_top:].clone()
-            strip_top = finished
+            if single:  # untiled: the prediction itself, no blending arithmetic
+                yield 0, 0, out
+                return
+            # Separable weights applied in place: no (tile x tile) weight image per tile.
+            out.mul_(row_w[i][:, None]).mul_(col_w[j][None, :])
+            # Add what earlier tiles put on these pixels (float addition commutes, so c + earlier is
+            # bit-identical to earlier + c; the association stays "in tile order").
+            held = 0 if hold is None else hold.shape[3]
+            if band is not None:
+                out[:, :, :band.shape[2], held:] += band[:, :, :, left + held:right]
+            if hold is not None:
+                out[:, :, :, :held] += hold
+            hold = out[:, :, :, next_left - left:].clone() if j + 1 < len(cols.starts) else None
+            if finish < bottom:
+                if j == 0:
+                    next_band = torch.empty(1, out.shape[1], bottom - finish, out_width, device=output_device)
+                next_band[:, :, :, left:next_left] = out[:, :, finish - top:, :next_left - left]
+            yield top, left, out[:, :, :finish - top, :next_left - left]
+            del out
+        band = next_band if finish < bottom else None
+
+
+def iter_tiled_rows(net: nn.Module, x: Tensor, scale: int, tile: int | str | None = None,
+                    tile_overlap: int = 16, **kwargs) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(row, block)``: finished output rows ``row .. row + block.shape[2]`` (float32, (1,C,h,W*scale)),
+    top to bottom: `iter_tiled_blocks` with each grid row's blocks joined (one full-width strip of float
+    output in memory; `iter_tiled_blocks` avoids even that). Arguments as `iter_tiled_blocks`."""
+    pending: list[Tensor] = []
+    current = None
+    for top, _left, block in iter_tiled_blocks(net, x, scale, tile, tile_overlap, **kwargs):
+        if current is not None and top != current:
+            yield current, torch.cat(pending, dim=3)
+            pending = []
+        current = top
+        pending.append(block)
+    if pending:
+        yield current, torch.cat(pending, dim=3) if len(pending) > 1 else pending[0]
 
 
 def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile: int | str | None = None, tile_overlap: int = 16,
@@ -287,13 +322,13 @@ def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile: int | str | None 
     Returns the float32 ``(1, C_out, H*scale, W*scale)`` result on ``output_device`` (not clamped).
     """
     out: Tensor | None = None
-    for row, block in iter_tiled_rows(net, x, scale, tile, tile_overlap, window=window,
-                                      autocast_dtype=autocast_dtype, channels_last=channels_last,
-                                      output_device=output_device, on_tile=on_tile):
-        if row == 0 and block.shape[2] == x.shape[2] * scale:
-            return block  # untiled, or a single grid row: already the whole image
+    for top, left, block in iter_tiled_blocks(net, x, scale, tile, tile_overlap, window=window,
+                                              autocast_dtype=autocast_dtype, channels_last=channels_last,
+                                              output_device=output_device, on_tile=on_tile):
+        if block.shape[2:] == (x.shape[2] * scale, x.shape[3] * scale):
+            return block  # untiled: already the whole image
         if out is None:
             out = torch.empty(1, block.shape[1], x.shape[2] * scale, x.shape[3] * scale, device=block.device)
-        out[:, :, row:row + block.shape[2]] = block
+        out[:, :, top:top + block.shape[2], left:left + block.shape[3]] = block
     assert out is not None
     return out
