@@ -22,6 +22,10 @@ class Command:
     module: str
     summary: str
     config: str | None = None  # Hydra primary config; None for argv commands
+    package: str = "sr_lightning.commands"
+
+    def import_module(self):
+        return importlib.import_module(f"{self.package}.{self.module}")
 
 
 COMMANDS: dict[str, Command] = {
@@ -33,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "download": Command("download", "download, verify and extract a dataset: download data=div2k", "download"),
     "prepare": Command("prepare", "cut a large dataset into sub-images once: prepare data=div2k", "prepare"),
     "mos": Command("mos", "blind mean-opinion-score study: mos prepare results=<eval dir> | mos score <files>"),
+    "list": Command("spandrel_arch", "the spandrel architectures that train (model=spandrel gen.arch=<name>), "
+                    "with parameters and licence", package="sr_lightning.models"),
 }
 
 
@@ -65,6 +71,7 @@ def usage() -> str:
         "  python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32",
         "  python -m sr_lightning train --cfg job          # print the composed config",
         "  python -m sr_lightning eval model=bicubic data=set5",
+        "  python -m sr_lightning list                     # spandrel architectures for model=spandrel gen.arch=<name>",
         "Hydra's own help: python -m sr_lightning train --hydra-help",
     ]
     return "\n".join(lines)
@@ -73,7 +80,9 @@ def usage() -> str:
 def _run_hydra(command: Command, argv: list[str]) -> int:
     import hydra
 
-    module = importlib.import_module(f"sr_lightning.commands.{command.module}")
+    module = command.import_module()
+    if command.module == "train":
+        argv = spandrel_arch_overrides(argv)
     rewrite = getattr(module, "rewrite_argv", None)
     if rewrite is not None:
         argv = rewrite(argv)
@@ -101,6 +110,26 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
         if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
             return 1
     return exit_code[0]
+
+
+SPANDREL_GEN_KEYS = ("_target_", "arch", "scale", "in_channels", "out_channels")
+
+
+def spandrel_arch_overrides(argv: list[str]) -> list[str]:
+    """With model=spandrel (or gen=spandrel), `gen.<argument>=v` sets an argument of the chosen architecture.
+
+    conf/gen/spandrel.yaml cannot list every architecture's arguments, and Hydra refuses a key the config
+    lacks unless it is written `++gen.<argument>=v`; that prefix is added here so users write the plain form.
+    """
+    if not {"model=spandrel", "gen=spandrel"} & set(argv):
+        return argv
+    out = []
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        if sep and key.startswith("gen.") and key.count(".") == 1 and key[4:] not in SPANDREL_GEN_KEYS:
+            arg = "++" + arg
+        out.append(arg)
+    return out
 
 
 def _sweep_resume_command(argv: list[str], sweep_dir: Path) -> str:
@@ -133,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = [*argv, "logger=wandb"]
     try:
         if command.config is None:
-            module = importlib.import_module(f"sr_lightning.commands.{command.module}")
-            return int(module.run(argv) or 0)
+            return int(command.import_module().run(argv) or 0)
         return _run_hydra(command, argv)
     except KeyboardInterrupt:  # Ctrl-C in eval, upscale, ...: one line, not a traceback (train handles its own)
         print(f"\n{name}: interrupted", file=sys.stderr)
