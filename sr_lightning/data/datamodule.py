@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from sr_lightning.data.datasets import (
     CacheBudget,
+    DataWarning,
     DatasetError,
     FolderSource,
     FullImageDataset,
@@ -32,11 +34,13 @@ from sr_lightning.data.datasets import (
     filter_too_small,
 )
 from sr_lightning.data.degradations import RandomDegradation
+from sr_lightning.data.imageio import resolve_max_pixels
 from sr_lightning.data.sampling import StreamDataset, StreamSampler
 
 log = logging.getLogger(__name__)
 
 COLORS = ("rgb", "y")
+_SPLIT_USE = {"val": "validation", "test": "testing/eval"}
 
 
 def _plain(value: Any) -> Any:
@@ -86,6 +90,9 @@ class SRDataModule(pl.LightningDataModule):
         augment: `{hflip, vflip, rot90}` booleans, or false for none.
         degradation: RandomDegradation arguments (without scale/seed) to make LR on the device, or None.
         download: file list of a downloadable set (read by the `download` command; unused here).
+        max_pixels: decompression-bomb guard for every folder source: an image whose header claims more pixels
+            is refused when the folder is listed (before training), naming the file. `default`: Pillow's
+            limit (~179 MP); a number of pixels to allow bigger images on purpose; 0 or null: no limit.
     """
 
     def __init__(self, train: Any = None, val: Any = None, test: Any = None, *, name: str | None = None,
@@ -95,7 +102,7 @@ class SRDataModule(pl.LightningDataModule):
                  patches_per_image: int = 1, num_workers: int | str = "auto", val_batch_size: int = 1,
                  cache_mb: float | None = 2048, augment: Any = True, degradation: Any = None,
                  pin_memory: Any = "auto", persistent_workers: bool = True, download: Any = None,
-                 description: str | None = None):
+                 description: str | None = None, max_pixels: int | str | None = "default"):
         super().__init__()
         self.name = name or "custom"
         if hr_dir not in (None, ""):
@@ -126,10 +133,12 @@ class SRDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.download = _plain(download)
         self.description = description
+        self.max_pixels = max_pixels
         self.degrade: RandomDegradation | None = None
         self.train_set: TrainPatchDataset | None = None
         self.val_set: FullImageDataset | None = None
         self.test_set: FullImageDataset | None = None
+        self.skipped: dict[str, list[str]] = {}   # split -> images left out as too small to score
         self._budget = CacheBudget(cache_mb)
 
     @staticmethod
@@ -166,6 +175,13 @@ class SRDataModule(pl.LightningDataModule):
             bad("data.patches_per_image", f"got {self.patches_per_image!r}; allowed: an integer >= 1")
         if self.num_workers < 0:
             bad("data.num_workers", f"got {self.num_workers}; allowed: an integer >= 0")
+        try:
+            self.max_pixels = resolve_max_pixels(self.max_pixels, "max_pixels")
+        except ValueError as err:
+            raise DatasetError(str(err)) from None
+        for source in (self.train_source, self.val_source, self.test_source):
+            if source is not None and hasattr(source, "max_pixels"):
+                source.max_pixels = self.max_pixels   # one key for every split's folders
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _loader(self, make_lr: bool) -> PairLoader:
@@ -179,12 +195,34 @@ class SRDataModule(pl.LightningDataModule):
                 raise DatasetError(f"data.degradation: {exc}; see RandomDegradation for the allowed keys") from None
         return self.degrade
 
+    def _scorable(self, records: list, source, split: str) -> list:
+        """Drop (warning with each name) images too small for PSNR/SSIM, before any model runs on them.
+
+        Validation and `eval` score with a `scale` px border crop and an 11x11 SSIM window, so an image under
+        `metrics.min_scored_size(scale)` px per side (after the mod-crop) would crash the metric after training.
+        """
+        from sr_lightning.metrics import can_score, min_scored_size
+
+        need = min_scored_size(self.scale)
+        kept, dropped = [], []
+        for record in records:
+            h, w = record.hr_size or (need, need)   # unknown sizes: SRMetrics skips them if they are small
+            h, w = h - h % self.scale, w - w % self.scale
+            (kept if can_score(h, w, self.scale) else dropped).append(record)
+        for record in dropped:
+            h, w = record.hr_size
+            warnings.warn(f"{record.describe()}: {w}x{h} px is too small to score at x{self.scale} (the {self.scale} px "
+                          f"border crop and SSIM's 11x11 window need >= {need} px per side); skipped for "
+                          f"{_SPLIT_USE.get(split, split)}",
+                          DataWarning, stacklevel=3)
+        self.skipped[split] = [r.describe() for r in dropped]
+        if not kept:
+            raise DatasetError(f"data.{split}: all {len(records)} image(s) are smaller than {need} px per side, too "
+                               f"small to score at x{self.scale} ({source!r}); use larger images")
+        return kept
+
     def _full_image_set(self, source, split: str) -> FullImageDataset:
-        records = source.records(self.scale, split)
-        too_small = [r for r in records if r.hr_size and min(r.hr_size) < self.scale]
-        records = [r for r in records if r not in too_small]
-        if not records:
-            raise DatasetError(f"data.{split}: no image is at least {self.scale} px ({source!r})")
+        records = self._scorable(source.records(self.scale, split), source, split)
         make_lr = self.degradation_cfg is None or bool(getattr(source, "paired", False))
         if not make_lr:
             self._make_degradation()
@@ -215,8 +253,11 @@ class SRDataModule(pl.LightningDataModule):
         if stage in ("fit", "validate", None) and self.val_set is None and self.val_source is not None:
             self.val_set = self._full_image_set(self.val_source, "val")
         if stage in ("test", "predict", None) and self.test_set is None and self.test_source is not None:
-            self.test_set = (self.val_set if self.test_source is self.val_source and self.val_set is not None
-                             else self._full_image_set(self.test_source, "test"))
+            if self.test_source is self.val_source and self.val_set is not None:
+                self.test_set = self.val_set
+                self.skipped["test"] = self.skipped.get("val", [])
+            else:
+                self.test_set = self._full_image_set(self.test_source, "test")
         if stage in ("test", "predict") and self.test_source is None:
             raise DatasetError(f"data={self.name} has no test images; choose e.g. data=set5 or "
                                "data=folder data.hr_dir=PATH [data.lr_dir=PATH]")
@@ -234,7 +275,8 @@ class SRDataModule(pl.LightningDataModule):
                          f"({c.cached} cached, {c.nbytes / 2**20:.0f} MB)")
         for split, ds in (("val", self.val_set), ("test", self.test_set)):
             if ds is not None and (split == "val" or ds is not self.val_set):
-                parts.append(f"{split} {len(ds)} images")
+                skipped = len(self.skipped.get(split, []))
+                parts.append(f"{split} {len(ds)} images" + (f" ({skipped} too small to score, skipped)" if skipped else ""))
         if self.degrade is not None:
             parts.append(repr(self.degrade))
         return "; ".join(parts)

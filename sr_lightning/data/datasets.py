@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from sr_lightning.data.imageio import (
+    DEFAULT_MAX_PIXELS,
     SUPPORTED_EXTENSIONS,
     ImageReadError,
     image_size,
@@ -188,8 +189,9 @@ def center_crop_resize(image: np.ndarray, center_crop: int | None = None, size: 
     return np.ascontiguousarray(image)
 
 
-def _load_file(path: Path, center_crop: int | None = None, size: int | None = None) -> np.ndarray:
-    image = read_rgb_uint8(path)
+def _load_file(path: Path, center_crop: int | None = None, size: int | None = None,
+               max_pixels: int | str | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    image = read_rgb_uint8(path, max_pixels)
     return center_crop_resize(image, center_crop, size) if (center_crop or size) else image
 
 
@@ -218,12 +220,16 @@ class FolderSource:
         hr_key / lr_key: regexes whose group 1 is the pairing key, for sets whose HR and LR names differ.
         subimages: `auto` uses `<hr_dir>_sub` (and `<lr_dir>_sub`) for training when `prepare` wrote them.
         center_crop / resize: square centre crop and resize of every HR image (CelebA faces).
+        max_pixels: files whose header claims more pixels are refused (`ImageTooLargeError`) when the folder
+            is listed, before any work; default Pillow's decompression-bomb limit, None/0 no limit.
+            `SRDataModule` sets it from its own `max_pixels` (the `max_pixels=` key).
     """
 
     def __init__(self, hr_dir: str | os.PathLike | None, lr_dir: str | os.PathLike | None = None, *,
                  dataset: str | None = None, recursive: bool = False, limit: int | None = None,
                  offset: int = 0, hr_key: str | None = None, lr_key: str | None = None, subimages: str | bool = "auto",
-                 center_crop: int | None = None, resize: int | None = None, key: str = "data.hr_dir"):
+                 center_crop: int | None = None, resize: int | None = None, key: str = "data.hr_dir",
+                 max_pixels: int | str | None = DEFAULT_MAX_PIXELS):
         self.hr_dir = Path(hr_dir).expanduser() if hr_dir not in (None, "") else None
         self.lr_dir = Path(lr_dir).expanduser() if lr_dir not in (None, "") else None
         self.dataset = dataset
@@ -234,6 +240,7 @@ class FolderSource:
         self.subimages = subimages
         self.center_crop, self.resize = center_crop, resize
         self.key = key
+        self.max_pixels = max_pixels
         self._scale = 0
         if (center_crop or resize) and self.lr_dir is not None:
             raise DatasetError(f"{key}: center_crop/resize change the HR image, so it cannot be paired with the LR "
@@ -279,10 +286,11 @@ class FolderSource:
                 if self.resize:  # known without reading a header (CelebA: 160k files)
                     h = w = int(self.resize)
                 else:
-                    h, w = image_size(f)
+                    h, w = image_size(f, self.max_pixels)
                     if self.center_crop:
                         h = w = min(self.center_crop, h, w)
-                loader = functools.partial(_load_file, f, center_crop=self.center_crop, size=self.resize)
+                loader = functools.partial(_load_file, f, center_crop=self.center_crop, size=self.resize,
+                                           max_pixels=self.max_pixels)
                 out.append(ImageRecord(self._name(f, hr_dir), loader, None, (h, w), f, None))
             return out
         lr_files = list_images(lr_dir, what="LR", dataset=self.dataset, key=self.key.replace("hr_dir", "lr_dir"),
@@ -293,10 +301,11 @@ class FolderSource:
             lr_files = [f for f in lr_files if pairing_key(f, scale, self.lr_key) in keys]
         records = []
         for hr, lr in pair_files(hr_files, lr_files, scale, hr_key=self.hr_key, lr_key=self.lr_key):
-            hr_hw, lr_hw = image_size(hr), image_size(lr)
+            hr_hw, lr_hw = image_size(hr, self.max_pixels), image_size(lr, self.max_pixels)
             check_pair_size(hr, hr_hw, lr, lr_hw, scale)
-            records.append(ImageRecord(self._name(hr, hr_dir), functools.partial(_load_file, hr),
-                                       functools.partial(_load_file, lr), hr_hw, hr, lr))
+            load_hr = functools.partial(_load_file, hr, max_pixels=self.max_pixels)
+            load_lr = functools.partial(_load_file, lr, max_pixels=self.max_pixels)
+            records.append(ImageRecord(self._name(hr, hr_dir), load_hr, load_lr, hr_hw, hr, lr))
         return records
 
     def _name(self, path: Path, root: Path) -> str:
