@@ -31,11 +31,20 @@ grey. An RGB SR of a grey HR is reduced to grey with the BT.601 luma weights on 
 are equal (bicubic, replicated outputs), the usual grey conversion otherwise. ``psnr_rgb``/``ssim_rgb`` of a
 grey image compare all SR channels against the grey HR replicated (for a 1-channel SR: the grey values).
 1-channel SR and HR (``color: y`` models that score their Y output directly) are scored on their own values.
+
+Tiny images: SSIM needs an 11x11 window inside the image after the border crop, so an image whose side is
+below ``min_scored_size(crop_border)`` (= 2 * crop_border + 11; 19 px at x4) cannot be scored the papers' way.
+Such an image is left out of a set's means rather than scored with PSNR only: every mean in a row is then over
+the same images, and rows stay comparable. The data module drops them when the folder is listed (with a
+warning naming each, see ``SRDataModule``); ``SRMetrics`` skips and counts any that still arrive. LPIPS'
+backbones need a larger input still (``LPIPS_MIN_SIZE``): below it an image has no LPIPS (NaN) but keeps
+its PSNR/SSIM.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,7 +56,8 @@ from torchmetrics import Metric
 from sr_lightning.ops.color import _MATRIX, _OFFSET
 
 __all__ = ["image_metrics", "SRMetrics", "to_uint8_values", "rgb_to_y_uint8_values", "psnr", "ssim",
-           "load_lpips", "lpips_weights_path", "LPIPS_MISSING", "METRIC_KEYS"]
+           "load_lpips", "lpips_weights_path", "LPIPS_MISSING", "METRIC_KEYS", "min_scored_size", "can_score",
+           "LPIPS_MIN_SIZE", "SSIM_WINDOW"]
 
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 LPIPS_MISSING = "n/a (weights missing)"
@@ -55,6 +65,23 @@ LPIPS_MISSING = "n/a (weights missing)"
 _SSIM_SIGMA = 1.5       # torchmetrics derives the window size from sigma: 2*int(3.5*1.5+0.5)+1 = 11
 _SSIM_RADIUS = 5        # (11 - 1) / 2: the border of the SSIM map that depends on padded pixels
 _LUMA = _MATRIX[0] / 219.0   # BT.601 luma weights on full range (0.299, 0.587, 0.114), ~MATLAB rgb2gray
+SSIM_WINDOW = 2 * _SSIM_RADIUS + 1
+# The smallest side (after the border crop) each LPIPS backbone accepts: below it their strided convolutions
+# and max-poolings have nothing left to pool (found by running torchmetrics' networks on growing inputs).
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
+
+
+def min_scored_size(crop_border: int) -> int:
+    """The smallest image side (HR, after the mod-crop) PSNR/SSIM can score: an SSIM window after the border crop."""
+    return 2 * int(crop_border) + SSIM_WINDOW
+
+
+def can_score(height: int, width: int, crop_border: int) -> bool:
+    return min(int(height), int(width)) >= min_scored_size(crop_border)
+
+
+class MetricsWarning(UserWarning):
+    """An image was left out of a metric (too small for it)."""
 
 
 def _round_half_up(x: Tensor) -> Tensor:
@@ -191,6 +218,9 @@ class SRMetrics(Metric):
         for key in self._keys:
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # Images too small to score (see the module docstring), and how many images have an LPIPS value.
+        self.add_state("skipped", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("lpips_count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, sr: Tensor, hr: Tensor,  # type: ignore[override]
                gray: Sequence[bool] | Tensor | None = None) -> None:
@@ -199,16 +229,28 @@ class SRMetrics(Metric):
             raise ValueError(f"SRMetrics.update: expected (N,C,H,W) batches of equal N, "
                              f"got sr {tuple(sr.shape)}, hr {tuple(hr.shape)}")
         for i in range(sr.shape[0]):
+            if not can_score(*hr.shape[-2:], self.crop_border):
+                # The data module drops these up front (naming the file); this catches sources of unknown size.
+                warnings.warn(f"an image of {hr.shape[-1]}x{hr.shape[-2]} px is too small to score (PSNR/SSIM "
+                              f"need >= {min_scored_size(self.crop_border)} px per side at crop_border="
+                              f"{self.crop_border}); left out of the means", MetricsWarning, stacklevel=2)
+                self.skipped += 1
+                continue
             values = image_metrics(sr[i], hr[i], self.crop_border, None if gray is None else bool(gray[i]))
             if self.lpips_scorer is not None:
-                values["lpips"] = lpips_value(self.lpips_scorer, sr[i], hr[i], self.crop_border)
+                value = lpips_value(self.lpips_scorer, sr[i], hr[i], self.crop_border)
+                values["lpips"] = 0.0 if math.isnan(value) else value
+                self.lpips_count += 0 if math.isnan(value) else 1
             for key in self._keys:
                 setattr(self, key, getattr(self, key) + values[key])
-        self.count += sr.shape[0]
+            self.count += 1
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         n = self.count.clamp_min(1).to(torch.float64)
-        return {key: getattr(self, key) / n for key in self._keys}
+        out = {key: getattr(self, key) / n for key in METRIC_KEYS}
+        if "lpips" in self._keys:
+            out["lpips"] = self.lpips / self.lpips_count.clamp_min(1).to(torch.float64)
+        return out
 
 
 # --- LPIPS ----------------------------------------------------------------------------------------------------
@@ -239,16 +281,22 @@ def load_lpips(net_type: str = "alex", device: torch.device | str = "cpu"):
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     scorer = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True)
+    scorer.min_size = LPIPS_MIN_SIZE[net_type]   # read by lpips_value
     return scorer.to(device).eval()
 
 
 @torch.no_grad()
 def lpips_value(scorer, sr: Tensor, hr: Tensor, crop_border: int) -> float:
-    """LPIPS of one (C,H,W) pair after the same uint8 rounding and border crop as PSNR/SSIM (grey -> 3 ch)."""
+    """LPIPS of one (C,H,W) pair after the same uint8 rounding and border crop as PSNR/SSIM (grey -> 3 ch).
+
+    NaN when the cropped image is smaller than the scorer's backbone accepts (`LPIPS_MIN_SIZE`).
+    """
     sr8, hr8 = to_uint8_values(sr) / 255.0, to_uint8_values(hr) / 255.0
     if crop_border:
         sr8 = sr8[..., crop_border:-crop_border, crop_border:-crop_border]
         hr8 = hr8[..., crop_border:-crop_border, crop_border:-crop_border]
+    if min(sr8.shape[-2:]) < getattr(scorer, "min_size", 1):
+        return math.nan
     sr8, hr8 = sr8.expand(3, -1, -1), hr8.expand(3, -1, -1)
     device = next(scorer.parameters()).device
     scorer.reset()

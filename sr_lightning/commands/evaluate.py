@@ -30,8 +30,9 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from sr_lightning.metrics import (LPIPS_MISSING, METRIC_KEYS, image_metrics, load_lpips, lpips_value,
-                                  lpips_weights_path, rgb_to_y_uint8_values, to_uint8_values)
+from sr_lightning.metrics import (LPIPS_MIN_SIZE, LPIPS_MISSING, METRIC_KEYS, image_metrics, load_lpips,
+                                  lpips_value, lpips_weights_path, min_scored_size, rgb_to_y_uint8_values,
+                                  to_uint8_values)
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
 
@@ -42,9 +43,10 @@ __all__ = ["EvalError", "EvalModel", "EvalSet", "rewrite_argv", "evaluate", "wri
 # Display names of the benchmark sets, as in the papers' tables.
 SET_LABELS = {"set5": "Set5", "set14": "Set14", "b100": "B100", "bsd100": "B100", "urban100": "Urban100",
               "manga109": "Manga109", "div2k": "DIV2K", "div2krk": "DIV2KRK", "celeba": "CelebA"}
-RESULT_COLUMNS = ["model", "set", "scale", "images", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips",
+RESULT_COLUMNS = ["model", "set", "scale", "images", "skipped", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips",
                   "g_blocks", "d_blocks", "crop", "lr", "steps", "ema", "source"]
 LPIPS_DISABLED = "n/a (lpips=false)"
+LPIPS_TOO_SMALL = "n/a (images too small)"
 
 
 class EvalError(ValueError):
@@ -231,6 +233,7 @@ class EvalSet:
     label: str
     items: Callable[[], Any]
     size: int
+    skipped: list[str] = field(default_factory=list)   # images too small to score (named in a warning at setup)
 
 
 def _set_label(data_cfg: DictConfig, name: str) -> str:
@@ -259,7 +262,7 @@ def make_eval_set(data_cfg: DictConfig, name: str) -> EvalSet:
             for i, image_name in enumerate(batch["name"]):
                 yield str(image_name), batch["lr"][i:i + 1], batch["hr"][i:i + 1], bool(batch["gray"][i])
 
-    return EvalSet(_set_label(data_cfg, name), items, len(dataset))
+    return EvalSet(_set_label(data_cfg, name), items, len(dataset), list(dm.skipped.get("test", [])))
 
 
 def build_sets(cfg: DictConfig) -> list[EvalSet]:
@@ -406,7 +409,8 @@ def evaluate(models: Sequence[EvalModel], sets: Sequence[EvalSet], *, device: to
                     m_y = image_metrics(sr_y[0].cpu(), hr_y, crop_border=model.scale)
                     m["psnr_y"], m["ssim_y"] = m_y["psnr_y"], m_y["ssim_y"]
                 if lpips_scorer is not None:
-                    m["lpips"] = lpips_value(lpips_scorer, sr, hr, model.scale)
+                    lp = lpips_value(lpips_scorer, sr, hr, model.scale)   # NaN: too small for the backbone
+                    m["lpips"] = None if math.isnan(lp) else lp
                 values.append(m)
                 per_image.append({"model": model.label, "set": eval_set.label, "image": name, "gray": gray, **m})
                 if index < comparison_images:
@@ -428,11 +432,11 @@ def evaluate(models: Sequence[EvalModel], sets: Sequence[EvalSet], *, device: to
                                                        crop.left:crop.left + crop.size]))
             if not values:
                 raise EvalError(f"{eval_set.label}: no test images")
-            row = {"model": model.label, "set": eval_set.label, "scale": model.scale, "images": len(values)}
+            row = {"model": model.label, "set": eval_set.label, "scale": model.scale, "images": len(values),
+                   "skipped": len(eval_set.skipped)}
             for key in METRIC_KEYS:
                 row[key] = float(sum(v[key] for v in values) / len(values))
-            row["lpips"] = (float(sum(v["lpips"] for v in values) / len(values)) if lpips_scorer is not None
-                            else lpips_note)
+            row["lpips"] = _lpips_mean(values, row) if lpips_scorer is not None else lpips_note
             row.update({k: model.info.get(k) for k in ("g_blocks", "d_blocks", "crop", "lr", "steps", "ema", "source")})
             rows.append(row)
             log.info("%-24s %-10s %3d images  PSNR-Y %.4f  SSIM-Y %.4f  PSNR-RGB %.4f  LPIPS %s", model.label,
@@ -442,6 +446,16 @@ def evaluate(models: Sequence[EvalModel], sets: Sequence[EvalSet], *, device: to
             crop.panels.append(("HR", crop.hr))
             comparisons.append(crop)
     return {"rows": rows, "per_image": per_image, "comparisons": comparisons}
+
+
+def _lpips_mean(values: list[dict[str, Any]], row: dict[str, Any]) -> float | str:
+    """Mean LPIPS over the images that have one; `lpips_images` in the row says how many when not all do."""
+    scored = [v["lpips"] for v in values if v.get("lpips") is not None]
+    if len(scored) < len(values):
+        row["lpips_images"] = len(scored)
+        log.warning("%s %s: LPIPS of %d of %d images (the others are too small for the LPIPS backbone)",
+                    row["model"], row["set"], len(scored), len(values))
+    return float(sum(scored) / len(scored)) if scored else LPIPS_TOO_SMALL
 
 
 # --- outputs --------------------------------------------------------------------------------------------------
@@ -480,6 +494,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], scale: int) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"PSNR (dB) / SSIM on the Y channel (BT.601), x{scale}, {scale} px border cropped, output rounded to "
              "uint8, mean of per-image values."]
+    for s in sets:
+        r = next(r for r in rows if r["set"] == s)
+        if r.get("skipped"):
+            notes.append(f"{s}: {r['images']} of {r['images'] + r['skipped']} images scored; {r['skipped']} smaller "
+                         f"than {min_scored_size(scale)} px per side skipped (too small for the border crop and SSIM).")
+    for r in rows:
+        if "lpips_images" in r:
+            notes.append(f"{r['model']} on {r['set']}: LPIPS over {r['lpips_images']} of {r['images']} images "
+                         "(the others are too small for the LPIPS backbone).")
     lpips_notes = {r["lpips"] for r in rows if isinstance(r.get("lpips"), str)}
     if lpips_notes:
         notes.append(f"LPIPS: {', '.join(sorted(lpips_notes))}.")
@@ -521,7 +544,7 @@ def write_results(results: dict[str, Any], out_dir: Path, scale: int, extra: dic
         writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results["rows"])
-    image_columns = ["model", "set", "image", "gray", *METRIC_KEYS, "lpips"]
+    image_columns = ["model", "set", "image", "gray", *METRIC_KEYS, "lpips"]   # skipped images have no row
     with paths["per_image.csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=image_columns, extrasaction="ignore")
         writer.writeheader()
@@ -532,6 +555,7 @@ def write_results(results: dict[str, Any], out_dir: Path, scale: int, extra: dic
 
     payload = {
         "metric": "PSNR/SSIM on Y (MATLAB rgb2ycbcr of the uint8-rounded output), `scale` px border cropped, "
+                  "images too small for that (skipped) left out, "
                   "SSIM Wang et al. 11x11 Gaussian sigma 1.5 valid region, per-image values averaged per set; "
                   "grayscale files scored on their grey values; RGB PSNR/SSIM over all channels; null = inf",
         "scale": scale, **(extra or {}),
@@ -548,7 +572,16 @@ def write_results(results: dict[str, Any], out_dir: Path, scale: int, extra: dic
 
 # --- command --------------------------------------------------------------------------------------------------
 
+def _check_lpips_net(cfg: DictConfig) -> str:
+    net = str(cfg.get("lpips_net", "alex"))
+    if cfg.get("lpips", True) and net not in LPIPS_MIN_SIZE:
+        raise EvalError(f"lpips_net={net}: unknown LPIPS backbone; allowed: {', '.join(sorted(LPIPS_MIN_SIZE))} "
+                        "(or lpips=false)")
+    return net
+
+
 def run(cfg: DictConfig) -> int:
+    lpips_net = _check_lpips_net(cfg)   # before any model or image is loaded
     device = resolve_device(cfg.get("device"))
     autocast_dtype = _autocast_dtype(cfg.get("precision", "32-true"))
     models = build_models(cfg)
@@ -557,11 +590,10 @@ def run(cfg: DictConfig) -> int:
     sets = build_sets(cfg)
     lpips_scorer, lpips_note = None, LPIPS_DISABLED
     if cfg.get("lpips", True):
-        lpips_scorer = load_lpips(str(cfg.get("lpips_net", "alex")), device)
+        lpips_scorer = load_lpips(lpips_net, device)
         lpips_note = LPIPS_MISSING
         if lpips_scorer is None:
-            log.info("LPIPS: %s (no cached torchvision backbone %s)", LPIPS_MISSING,
-                     lpips_weights_path(str(cfg.get("lpips_net", "alex"))))
+            log.info("LPIPS: %s (no cached torchvision backbone %s)", LPIPS_MISSING, lpips_weights_path(lpips_net))
     comparison = cfg.get("comparison") or {}
     results = evaluate(models, sets, device=device, lpips_scorer=lpips_scorer, lpips_note=lpips_note,
                        tile=cfg.get("tile"), tile_overlap=int(cfg.get("tile_overlap", 16)),
@@ -569,6 +601,7 @@ def run(cfg: DictConfig) -> int:
                        comparison_size=int(comparison.get("size", 96)))
     out_dir = Path(str(cfg.paths.output_dir))
     extra = {"sets": [s.label for s in sets], "models": [m.label for m in models],
+             "skipped": {s.label: s.skipped for s in sets if s.skipped},
              "precision": str(cfg.get("precision", "32-true")), "tile": _plain(cfg.get("tile"))}
     write_results(results, out_dir, int(cfg.scale), extra, zoom=int(comparison.get("zoom", 2)))
     print(markdown_table(results["rows"], int(cfg.scale)))
