@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
-__all__ = ["render"]
+__all__ = ["render", "json_for_script"]
 
 _TEMPLATE = r"""<!DOCTYPE html>
 <html lang="en">
@@ -194,9 +195,26 @@ _TEMPLATE = r"""<!DOCTYPE html>
 """
 
 
+# JSON inside <script>: not only "</script" ends the element early, "<!--" (as in an image named
+# "<!--<script>.png") switches the HTML parser into a mode where the real "</script>" no longer closes it, and
+# the page stays empty. So no "<", ">" or "&" may appear raw: JSON's \u escapes spell the same characters to
+# JSON.parse (the usual JSON-in-HTML encoding). U+2028/2029 are escaped too (line terminators to older JS).
+_JSON_IN_HTML = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_PLACEHOLDER = re.compile(r"__(TITLE|DATA)__")
+
+
+def json_for_script(data) -> str:
+    """``data`` as JSON that is safe verbatim inside a <script> element (no raw <, >, &)."""
+    text = json.dumps(data, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_IN_HTML[m.group(0)], text)
+
+
 def render(data: dict) -> str:
-    """The page for ``data`` = {study, page, title, crop, zoom, items: [{id, crops: [{key, src}]}]}."""
-    # JSON inside <script>: "</" would end the element early; "<\/" is the same string to JSON.parse.
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return _TEMPLATE.replace("__TITLE__", html.escape(str(data.get("title", "Image quality study")))).replace(
-        "__DATA__", payload)
+    """The page for ``data`` = {study, page, title, crop, zoom, items: [{id, crops: [{key, src}]}]}.
+
+    Names reach the page only as HTML-escaped text (the title) or inside the script-safe JSON; the page's
+    script puts them into the document with textContent, never as HTML.
+    """
+    values = {"TITLE": html.escape(str(data.get("title", "Image quality study"))), "DATA": json_for_script(data)}
+    # One pass over the template: a title containing "__DATA__" must stay text, not receive the payload.
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _TEMPLATE)

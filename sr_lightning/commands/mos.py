@@ -24,7 +24,8 @@ page; keep the key file.
 
 `score` reads the files raters downloaded from the page (JSON or CSV), un-blinds them with the key file
 (``key=``, else ``*.key.json`` of the same study next to the score files or in the current folder) and
-prints the MOS of each method with a 95% confidence interval (Student t, n - 1 degrees of freedom).
+prints the MOS of each method with a 95% confidence interval (Student t, n - 1 degrees of freedom, clipped to
+the 1-5 rating scale).
 """
 from __future__ import annotations
 
@@ -365,7 +366,19 @@ def t_quantile(probability: float, dof: int) -> float:
     return float(t.ppf(probability, dof))
 
 
+CI_METHOD = "Student t, clipped to 1-5"
+
+
 def summarise(values: list[int], confidence: float = 0.95) -> dict[str, float]:
+    """n, MOS, sd and the confidence interval of one method's ratings.
+
+    The interval is the Student-t one (mean +- t * sd / sqrt(n), n - 1 dof), as MOS studies report it (ITU-T
+    P.1401), so our numbers compare with published ones; `ci_half_width` is that t half-width. Near the ends of
+    the scale the sampling distribution of a bounded mean is skewed and the symmetric interval spills past 1
+    or 5 (e.g. [4.44, 5.12]), where no mean can lie, so `ci_low`/`ci_high` are clipped to the rating scale.
+    Clipping only removes impossible values; a bootstrap interval would respect the bounds by construction,
+    but with the few ratings per method of a small study it is too narrow and not comparable to the papers.
+    """
     n = len(values)
     mean = float(np.mean(values)) if n else float("nan")
     if n < 2:
@@ -373,7 +386,9 @@ def summarise(values: list[int], confidence: float = 0.95) -> dict[str, float]:
                 "ci_half_width": float("nan")}
     sd = float(np.std(values, ddof=1))
     half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return {"n": n, "mos": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half}
+    low, high = SCORE_RANGE
+    return {"n": n, "mos": mean, "sd": sd, "ci_low": max(float(low), mean - half),
+            "ci_high": min(float(high), mean + half), "ci_half_width": half}
 
 
 def score(files: list[Path], key: str | None = None) -> dict[str, Any]:
@@ -404,13 +419,13 @@ def score(files: list[Path], key: str | None = None) -> dict[str, Any]:
     methods = {m: summarise(v) for m, v in per_method.items()}
     return {"study": studies[0], "key_file": str(key_file), "files": [str(f) for f in files],
             "raters": sorted({r.rater for r in ratings}), "ratings": sum(len(r.scores) for r in ratings),
-            "confidence": 0.95,
+            "confidence": 0.95, "ci_method": CI_METHOD,
             "methods": dict(sorted(methods.items(), key=lambda kv: -np.nan_to_num(kv[1]["mos"], nan=-1.0)))}
 
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [f"MOS of study {result['study']}: {result['ratings']} ratings from {len(result['files'])} file(s), "
-             f"raters: {', '.join(result['raters'])} (95% CI, Student t)"]
+             f"raters: {', '.join(result['raters'])} (95% CI, {CI_METHOD})"]
     width = max([len("method")] + [len(m) for m in result["methods"]])
     lines.append(f"{'method':<{width}}  {'n':>5}  {'MOS':>5}  {'95% CI':>15}")
     for method, s in result["methods"].items():
