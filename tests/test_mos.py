@@ -354,3 +354,94 @@ def test_a_rater_in_headless_chromium_is_scored_exactly(tmp_path):
             assert result["methods"][method]["n"] == 3
             assert result["methods"][method]["mos"] == pytest.approx(np.mean(values))
     assert list(result["methods"]) == ["hr", "esrgan", "bicubic"]
+
+
+# --- names that are HTML, and intervals that respect the scale (issue 15) ----------------------------------------
+
+class _Scripts:
+    """The text of each <script> element as a browser's HTML tokenizer splits them (html.parser does the same)."""
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        self.scripts: list[tuple[dict, str]] = []
+        self.title = ""
+        outer = self
+
+        class Parser(HTMLParser):
+            where = None
+
+            def handle_starttag(self, tag, attrs):
+                if tag in ("script", "title"):
+                    self.where = (tag, dict(attrs))
+                    if tag == "script":
+                        outer.scripts.append((dict(attrs), ""))
+
+            def handle_endtag(self, tag):
+                self.where = None
+
+            def handle_data(self, data):
+                if self.where and self.where[0] == "script":
+                    attrs, text = outer.scripts[-1]
+                    outer.scripts[-1] = (attrs, text + data)
+                elif self.where and self.where[0] == "title":
+                    outer.title += data
+
+        Parser(convert_charrefs=True).feed(text)
+
+
+def test_page_with_html_in_an_image_name_parses_and_keeps_the_data_intact(cli, tmp_path):
+    root = _study_folder(tmp_path, pictures=1)
+    nasty = "<!--<script>"
+    for method in METHODS:
+        src = root / "Set5" / method / "img0.png"
+        src.rename(src.with_name(f"{nasty}.png"))
+    page = tmp_path / "page.html"
+    proc = cli("mos", "prepare", f"images={root}", f"output={page}", "crop=16", "title=</title><b>A & B __DATA__")
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    parsed = _Scripts(text)
+    # Two scripts, as written: the data block did not swallow the page's code (the bug left the page empty).
+    assert [attrs.get("id") for attrs, _ in parsed.scripts] == ["study-data", None]
+    data_text = parsed.scripts[0][1]
+    assert "<" not in data_text and ">" not in data_text and "&" not in data_text
+    data = json.loads(data_text)
+    assert [item["id"] for item in data["items"]] == [f"Set5/{nasty}"]
+    assert data["title"] == "</title><b>A & B __DATA__"
+    assert "DATA" in parsed.title and "<b>" in parsed.title   # shown as text, not as markup or the payload
+    assert "mosStudy" in parsed.scripts[1][1]
+    key = json.loads((tmp_path / "page.key.json").read_text())
+    assert {v["item"] for v in key["keys"].values()} == {f"Set5/{nasty}"}
+
+
+def test_script_safe_json_round_trips_every_troublesome_character():
+    from sr_lightning.mos_page import json_for_script
+
+    value = {"a": "</script><!--<script>&amp;\u2028\u2029 'q' \"dq\""}
+    text = json_for_script(value)
+    assert not re.search(r"[<>&\u2028\u2029]", text)
+    assert json.loads(text) == value
+
+
+def test_score_interval_stays_within_the_rating_scale(tmp_path, capsys):
+    # The issue's case: mean 4.78, Student-t interval [4.44, 5.12] -> clipped to [4.44, 5.00].
+    s = mos.summarise([5, 5, 5, 5, 5, 5, 5, 4, 4])
+    assert s["mos"] == pytest.approx(4.778, abs=1e-3)
+    assert s["ci_low"] == pytest.approx(4.44, abs=0.01) and s["ci_high"] == 5.0
+    assert s["mos"] + s["ci_half_width"] > 5          # the t half-width itself is reported unchanged
+    low = mos.summarise([1, 1, 1, 1, 2, 1, 2])
+    assert low["ci_low"] == 1.0 and 1.0 < low["ci_high"] < 5.0
+    for values in ([1, 5], [5, 5], [1, 2, 5, 5, 5], [3, 4, 5, 5, 5, 5, 5, 5, 5, 5]):
+        r = mos.summarise(values)
+        assert 1.0 <= r["ci_low"] <= r["mos"] <= r["ci_high"] <= 5.0
+
+    root = _study_folder(tmp_path)
+    _, key_file, _ = mos.prepare(root, crop=16)
+    key = json.loads(key_file.read_text())
+    hr_keys = [k for k, v in key["keys"].items() if v["method"] == "hr"]
+    files = [_score_file(tmp_path / f"r{i}.json", key["study"], f"r{i}", {k: (4 if i == 0 and j == 0 else 5)
+                                                                         for j, k in enumerate(hr_keys)})
+             for i in range(3)]
+    assert mos.run(["score", *map(str, files), f"key={key_file}"]) == 0
+    out = capsys.readouterr().out
+    assert "clipped to 1-5" in out and re.search(r"hr\s+9\s+4\.89\s+\[4\.\d\d, 5\.00\]", out)
