@@ -3,39 +3,124 @@
 `load_generator` is the single entry point of eval, upscale and export: it accepts a training checkpoint
 (`.ckpt`, the composed config lives in `hyper_parameters["cfg"]`) or exported weights (`.safetensors`
 with a `.json` sidecar, see `sr_lightning.commands.export`).
+
+Every file a user names is untrusted: checkpoints are read with `torch.load(weights_only=True)` (tensors,
+numbers, strings, lists, dicts; never a Python object whose unpickling runs code), and a generator config
+read from a file may only build classes of `sr_lightning.models` (`check_generator_config`), since Hydra's
+`_target_` can name any callable.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.cloud_io import _atomic_save
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
+
+# The only package a config read from a file may instantiate from (see check_generator_config).
+MODELS_PACKAGE = "sr_lightning.models."
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weights file that cannot be used; the message names the file and the remedy."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A file holding pickled Python objects besides weights: it was refused without running any of them."""
+
+
+class DiskFullError(OSError):
+    """No room (ENOSPC / EDQUOT) for a checkpoint; the message names the folder and the bytes it needs."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to `<file>.tmp` in the same directory, fsync, then `os.replace`.
+    """Write to `.<file>.tmp` in the same directory, fsync, then `os.replace`; load weights-only.
 
     A kill during the write leaves the previous `last.ckpt` untouched; `os.replace` is atomic on POSIX and
-    Windows when both paths are on one file system, which the same directory guarantees.
+    Windows when both paths are on one file system, which the same directory guarantees. The checkpoint is
+    serialised straight into the temporary file (Lightning's own save builds it in memory and writes it through
+    fsspec's transaction, a second copy), and a failed write removes the temporary file, which on a full
+    disk would otherwise keep the space taken.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        _atomic_save(checkpoint, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException as err:  # a full disk, a kill (KeyboardInterrupt), anything: no partial file stays
+            tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(path, checkpoint, err) from err
+            raise
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        # Lightning passes weights_only=None (torch's default, which an environment variable can turn off):
+        # `ckpt_path=` / `resume=auto` files are user input, so never anything but weights.
+        return load_checkpoint_file(path, key=None, map_location=map_location)
+
+
+def checkpoint_size(checkpoint: dict[str, Any]) -> int | None:
+    """Bytes `torch.save` writes for `checkpoint`, counted without storing them (None if it cannot be saved)."""
+
+    class _Count:
+        n = 0
+
+        def write(self, data) -> int:
+            self.n += len(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    sink = _Count()
+    try:
+        torch.save(checkpoint, sink)
+    except Exception:  # noqa: BLE001 - only for the message; the write's own error is what is reported
+        return None
+    return sink.n
+
+
+def _mb(n: int) -> str:
+    """`1.2 GB (1,234,567,890 bytes)`: readable, and exact for whoever frees the space."""
+    unit, scale = next(((u, s) for u, s in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if n >= s), ("B", 1))
+    return f"{n / scale:.1f} {unit} ({n:,} bytes)" if scale > 1 else f"{n:,} bytes"
+
+
+def disk_full_error(path: Path, checkpoint: dict[str, Any], err: OSError) -> DiskFullError:
+    """One line: the folder, what the checkpoint needs (its exact size, counted again in memory) and what is free.
+
+    Called after the partial file is removed, so "free" is what the next try would have. The previous file
+    stays until the new one is complete (atomic replace), so the whole checkpoint size must be free.
+    """
+    needed = checkpoint_size(checkpoint)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    parts = [f"{what} while saving {path.name} in {path.parent}:"]
+    parts.append(f"the checkpoint needs {_mb(needed)}" if needed is not None else "the checkpoint did not fit")
+    if free is not None:
+        parts.append(f"and {_mb(free)} are free" + (" (the quota may be lower)" if err.errno != errno.ENOSPC else ""))
+    kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
+    message = (" ".join(parts) + f"; {kept} and the partial file was removed. Free space there (or give "
+               f"hydra.run.dir= on another disk), then continue with resume=auto")
+    error = DiskFullError(err.errno, message)
+    error.filename = str(path.parent)
+    return error
 
 
 @dataclass
@@ -54,16 +139,90 @@ class LoadedGenerator:
         return str(self.meta.get("name") or Path(self.source).stem)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def _label(path: Path, key: str | None) -> str:
+    return f"{key}={path}" if key else str(path)
+
+
+def load_checkpoint_file(path: str | os.PathLike, key: str | None = "ckpt", map_location: Any = "cpu",
+                         mmap: bool = False) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` of a user-supplied file; every problem is a `CheckpointError` naming
+    `key=path` (the option the file came from, e.g. ckpt_path or init_from)."""
+    path = Path(path)
+    label = _label(path, key)
+    if not path.is_file():
+        raise CheckpointError(f"{label}: file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, or holding code
+        raise _load_error(label, err) from err
+
+
+def _load_error(label: str, err: Exception) -> CheckpointError:
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found or "Unsupported global" in text or "Unsupported class" in text:
+        what = f" ({found.group(1)})" if found else ""
+        return UnsafeCheckpointError(
+            f"{label}: refused: the file holds Python objects that are not weights{what}, so it was not loaded "
+            f"(unpickling them could run code); use a checkpoint written by `python -m sr_lightning train` or "
+            f"exported .safetensors")
+    first = " ".join(text.split())[:200]
+    return CheckpointError(f"cannot read checkpoint {label}: {err.__class__.__name__}: {first}. The file is corrupt "
+                           f"or not a Lightning checkpoint; use another one (last.ckpt / best.ckpt).")
+
+
+def read_checkpoint(path: str | os.PathLike, key: str = "ckpt") -> dict[str, Any]:
+    """A training checkpoint given as `key=path` (eval/upscale/export: ckpt; train: init_from)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (give ckpt=<path to a .ckpt file>, e.g. "
+        raise CheckpointError(f"checkpoint not found: {path} (give {key}=<path to a .ckpt file>, e.g. "
                               f"outputs/<date>/<time>/checkpoints/best.ckpt)")
+    return load_checkpoint_file(path, key=None if key == "ckpt" else key)
+
+
+def check_generator_config(gen: Any, where: str | os.PathLike) -> None:
+    """Refuse a generator config from a file unless every `_target_` in it is a class of sr_lightning.models.
+
+    Loading weights-only keeps pickled code out, but the config in a checkpoint (or an export's sidecar) is
+    plain data that Hydra turns into calls: `{"_target_": "os.system", "_args_": [...]}` would run a command.
+    Only modules of sr_lightning.models are imported to check a name (importing any other module can run code).
+    """
+    for target in _targets(gen):
+        if _model_class(target) is None:
+            raise UnsafeCheckpointError(
+                f"{where}: refused: its generator config names _target_={target!r}, which is not a model class of "
+                f"sr_lightning.models (in this version); it was not built (a config read from a file may only "
+                f"build those)")
+
+
+def _model_class(target: Any) -> type | None:
+    """The nn.Module class `target` names when it is defined in sr_lightning.models, else None."""
+    import importlib
+
+    package = MODELS_PACKAGE.rstrip(".")
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_][\w.]*[\w]", target):
+        return None
+    module_name, _, name = target.rpartition(".")
+    if module_name != package and not module_name.startswith(MODELS_PACKAGE):
+        return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}. The file is "
-                              f"corrupt or not a Lightning checkpoint; use another one (last.ckpt / best.ckpt).") from err
+        cls = getattr(importlib.import_module(module_name), name, None)
+    except ImportError:  # e.g. "sr_lightning.models.srresnet.os": not one of our modules
+        return None
+    # defined there, not merely imported there: `sr_lightning.models.x.nn.Sequential` and the like do not pass
+    if isinstance(cls, type) and issubclass(cls, nn.Module) and (cls.__module__ == package
+                                                                 or cls.__module__.startswith(MODELS_PACKAGE)):
+        return cls
+    return None
+
+
+def _targets(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        found = [node["_target_"]] if "_target_" in node else []
+        return found + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, (list, tuple)):
+        return [t for value in node for t in _targets(value)]
+    return []
 
 
 def generator_state(checkpoint: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
@@ -92,6 +251,7 @@ def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: 
     if not cfg or "gen" not in cfg:
         raise CheckpointError(f"{path} has no sr-lightning config (hyper_parameters['cfg']); it was not written "
                               f"by `python -m sr_lightning train`. Export weights with their config instead.")
+    check_generator_config(cfg["gen"], path)
     net = instantiate(cfg["gen"])
     state, used_ema = generator_state(checkpoint, use_ema)
     if state:

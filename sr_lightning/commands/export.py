@@ -202,8 +202,14 @@ def load_exported(path: str | os.PathLike, map_location: str | torch.device = "c
 def build_from_config(gen: Any, where: Path | str) -> nn.Module:
     from hydra.utils import instantiate
 
+    from sr_lightning.checkpoint import CheckpointError, check_generator_config
+
     if not isinstance(gen, dict) or "_target_" not in gen:
         raise ExportError(f"{where}: no generator config with a `_target_` to rebuild the network from")
+    try:  # the sidecar is a file like any other: its `_target_` may only name a model class (no code to run)
+        check_generator_config(gen, where)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from err
     try:
         return instantiate(gen)
     except Exception as err:

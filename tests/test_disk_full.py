@@ -1,0 +1,112 @@
+"""A full disk while saving a checkpoint (issue 15): one `error:` line naming the folder and the bytes needed,
+no partial temporary file, the previous checkpoint intact, summary.json "failed", error.log not empty."""
+from __future__ import annotations
+
+import errno
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from disk_full_at_step import full_disk_save
+from sr_lightning.checkpoint import AtomicCheckpointIO, DiskFullError, checkpoint_size
+
+
+def _checkpoint(step: int) -> dict:
+    return {"global_step": step, "state_dict": {"w": torch.full((64, 64), float(step))}}
+
+
+@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "disk full"), (errno.EDQUOT, "disk quota exceeded")])
+def test_a_full_disk_names_the_folder_and_size_and_leaves_no_partial_file(tmp_path, monkeypatch, code, words):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint(_checkpoint(1), path)
+    monkeypatch.setattr(torch, "save", functools.partial(full_disk_save, error=code))
+    with pytest.raises(DiskFullError) as info:
+        io.save_checkpoint(_checkpoint(2), path)
+    monkeypatch.undo()
+    message = info.value.strerror
+    needed = checkpoint_size(_checkpoint(2))
+    assert info.value.errno == code and words in message
+    assert str(path.parent) in message and f"{needed:,} bytes" in message and "are free" in message
+    assert "previous last.ckpt is kept" in message and "resume=auto" in message
+    assert "\n" not in message
+    assert list(path.parent.iterdir()) == [path]  # no .last.ckpt.tmp keeping the disk full
+    previous = torch.load(path, weights_only=True)
+    assert previous["global_step"] == 1 and torch.equal(previous["state_dict"]["w"], torch.full((64, 64), 1.0))
+
+
+def test_one_write_beside_the_target(tmp_path, monkeypatch):
+    """The checkpoint is serialised once, straight into `.last.ckpt.tmp` next to it (no system temp folder,
+    no in-memory copy), then renamed."""
+    seen = []
+    real = torch.save
+
+    def recording_save(obj, f, *args, **kwargs):
+        seen.append(Path(f.name) if hasattr(f, "name") else f)
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(_checkpoint(3), path)
+    assert seen == [tmp_path / ".last.ckpt.tmp"]
+    assert torch.load(path, weights_only=True)["global_step"] == 3 and list(tmp_path.iterdir()) == [path]
+
+
+def test_error_log_is_never_left_empty(tmp_path, monkeypatch):
+    """On a full disk opening error.log succeeds (an empty file) and the long traceback does not fit."""
+    from sr_lightning.commands.train import _write_small
+
+    real = Path.write_text
+
+    def tight_write(self, text, *args, **kwargs):
+        if len(text) > 40:
+            real(self, "")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", tight_write)
+    _write_small(tmp_path / "error.log", "Traceback ...\n" * 100, fallback="disk full\n")
+    assert (tmp_path / "error.log").read_text() == "disk full\n"
+    _write_small(tmp_path / "error.log", "Traceback ...\n" * 100, fallback="x" * 100)
+    assert not (tmp_path / "error.log").exists()  # nothing fitted: no empty file either
+
+
+def test_the_checkpoint_message_wins_over_later_disk_errors():
+    from sr_lightning.commands.train import _disk_full, _one_line
+
+    ours = DiskFullError(errno.ENOSPC, "disk full while saving last.ckpt in /run/checkpoints: ...")
+    try:
+        try:
+            raise ours
+        except DiskFullError:
+            raise OSError(errno.ENOSPC, "No space left on device", "/run/metrics.csv")  # the logger's teardown
+    except OSError as later:
+        assert _disk_full(later) is ours
+    assert _one_line(ours).startswith("disk full while saving last.ckpt")
+    other = OSError(errno.ENOSPC, "No space left on device", "/run/metrics.csv")
+    assert _disk_full(other) is other and "/run/metrics.csv" in _one_line(other)
+    assert _disk_full(ValueError("x")) is None
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_through_the_cli(cli, tmp_path):
+    args = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=4",
+            "trainer.val_check_interval=2", "checkpoint_every_n_steps=2", "callbacks=none", "precision=32-true",
+            "logger=csv", "+callbacks.disk_full._target_=disk_full_at_step.DiskFullAtStep",
+            "+callbacks.disk_full.step=3", f"hydra.run.dir={tmp_path}"]
+    result = cli("train", *args, env={"PYTHONPATH": str(REPO_ROOT / "tests")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert f"in {tmp_path / 'checkpoints'}:" in errors[0] and " bytes)" in errors[0] and "disk full" in errors[0]
+    assert "Traceback" not in result.stderr
+    checkpoints = tmp_path / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp"))
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2  # the step-2 save
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("disk full while saving last.ckpt")
+    assert "DiskFullError" in (tmp_path / "error.log").read_text()
