@@ -138,3 +138,30 @@ def _supported_scales(cfg: DictConfig) -> tuple[int, ...]:
         return tuple(getattr(get_class(target), "supported_scales", ()))
     except Exception:  # an import problem is reported when the generator is built
         return ()
+
+
+def check_accelerator(cfg: DictConfig, choice: str | None = None) -> None:
+    """`trainer.accelerator=gpu` (trainer=gpu / trainer=ddp) needs a CUDA device: say so before anything is built.
+
+    Lightning's own "No supported gpu backend found!" comes after the data and the model, and names neither the
+    option nor the fix. `choice` is the trainer preset picked on the command line (e.g. "gpu"), when known.
+    """
+    accelerator = str(_get(cfg, "trainer.accelerator", "cpu")).lower()
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    picked = f" (trainer={choice})" if choice else ""
+    if torch.version.cuda is None:
+        found = f"torch {torch.__version__} is built without CUDA"
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hidden = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+        found = f"no CUDA device found (torch {torch.__version__} is built with CUDA {torch.version.cuda}{hidden})"
+    cpu = "trainer=ddp_cpu (several CPU processes) or trainer=cpu" if choice and "ddp" in choice else "trainer=cpu"
+    raise ConfigError("trainer.accelerator", f"{accelerator}{picked} needs a CUDA GPU, but {found}; "
+                                             f"use {cpu} on this machine")

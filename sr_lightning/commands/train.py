@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sr_lightning.config import ConfigError, validate_train_config
+from sr_lightning.config import ConfigError, check_accelerator, validate_train_config
 
 if TYPE_CHECKING:
     from sr_lightning.interrupt import StopRequests, TrainingInterrupted
@@ -133,7 +133,7 @@ def init_generator_from(module, path: str) -> bool:
     """
     from sr_lightning.checkpoint import generator_state, read_checkpoint
 
-    state, used_ema = generator_state(read_checkpoint(path), use_ema=True)
+    state, used_ema = generator_state(read_checkpoint(path, key="init_from"), use_ema=True)
     if not state:
         raise SetupError(f"init_from={path}: no generator weights in this checkpoint")
     try:
@@ -148,11 +148,12 @@ def init_generator_from(module, path: str) -> bool:
 
 
 def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None = None,
-           stop_requests: StopRequests | None = None):
+           stop_requests: StopRequests | None = None, resume_check: tuple[dict, str, str] | None = None):
     """Data, module, trainer and checkpointer of a run; `resumed` = (run dir of the checkpoint, its step).
 
     With `stop_requests` a Ctrl-C / SIGTERM during training ends the run after the current step, with
-    last.ckpt saved at that step."""
+    last.ckpt saved at that step. `resume_check` = (checkpoint, path, option): the checkpoint must hold the
+    module's networks; checked before any logger touches the run's files."""
     from hydra.utils import instantiate
 
     from sr_lightning.callbacks import GracefulStop, SRCheckpoint
@@ -171,6 +172,8 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
     module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last, output_dir=str(output_dir))
     if cfg.init_from:
         init_generator_from(module, cfg.init_from)
+    if resume_check is not None:
+        check_resume_architecture(module, *resume_check)
 
     g_params = count_parameters(module.gen)
     d_params = count_parameters(module.disc) if module.disc is not None else 0
@@ -262,14 +265,71 @@ def _archive_earlier_run(output_dir: Path) -> Path | None:
     return target
 
 
-def _checkpoint_step(path: Path) -> int:
-    """The global step a checkpoint was written at (memory-mapped: the weights are not read)."""
-    import torch
+def _read_resume_checkpoint(path: Path, key: str | None = "ckpt_path") -> dict[str, Any]:
+    """A checkpoint to resume from, weights-only (a file with pickled code is refused, nothing of it runs) and
+    memory-mapped (the weights are not read until used)."""
+    from sr_lightning.checkpoint import load_checkpoint_file
 
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-    except Exception as error:  # a corrupt or foreign file: say which, before anything is built
-        raise SetupError(f"{path}: not a readable training checkpoint ({type(error).__name__}: {error})") from error
+    checkpoint = load_checkpoint_file(path, key=key, mmap=True)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("global_step"), int) \
+            or not isinstance(checkpoint.get("state_dict"), dict):
+        label = f"{key}={path}" if key else str(path)
+        raise SetupError(f"{label}: not a training checkpoint of `python -m sr_lightning train` (no global_step / "
+                         f"state_dict); to start from a generator's weights use init_from=")
+    return checkpoint
+
+
+def _checkpoint_step(path: Path, key: str | None = "ckpt_path") -> int:
+    """The global step a checkpoint was written at (memory-mapped: the weights are not read)."""
+    return int(_read_resume_checkpoint(path, key)["global_step"])
+
+
+def _short_arch(net_cfg: Any) -> str:
+    """`SRResNet(blocks=16, channels=64, scale=4)`: a generator/discriminator config in one phrase."""
+    if not isinstance(net_cfg, dict) or not net_cfg.get("_target_"):
+        return "none"
+    args = ", ".join(f"{k}={v}" for k, v in sorted(net_cfg.items()) if not k.startswith("_")
+                     and k in ("blocks", "channels", "scale", "in_channels", "growth_channels", "levels",
+                               "dense_features", "num_feat", "num_block"))
+    return f"{str(net_cfg['_target_']).rsplit('.', 1)[-1]}({args})"
+
+
+def _differences(theirs: Any, ours: Any) -> list[str]:
+    """`gen.blocks 16 -> 1`, ... for the keys where two network configs differ."""
+    if not isinstance(theirs, dict) or not isinstance(ours, dict):
+        return []
+    return [f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+            if theirs.get(k) != ours.get(k)]
+
+
+def check_resume_architecture(module, checkpoint: dict[str, Any], path: str, key: str = "ckpt_path") -> None:
+    """`ckpt_path=` must hold this run's networks: compare tensor names and shapes before Lightning restores
+    (its strict load prints every mismatching tensor, thousands of characters), and say which option fine-tunes."""
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    if own == saved:
+        return
+    mismatch = next((f"{k} is {list(saved[k])} in the file, {list(own[k])} here" for k in own
+                     if k in saved and saved[k] != own[k]), None)
+    if mismatch is None:
+        only_file, only_run = sorted(set(saved) - set(own)), sorted(set(own) - set(saved))
+        mismatch = "; ".join(part for part in (
+            f"{len(only_file)} tensors only in the file (e.g. {only_file[0]})" if only_file else "",
+            f"{len(only_run)} only in this run (e.g. {only_run[0]})" if only_run else "") if part)
+    their_cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg") or {}
+    ours = module.cfg
+    described = []
+    for net in ("gen", "disc"):
+        diffs = _differences(their_cfg.get(net), ours.get(net))
+        if diffs:
+            described.append(f"{net} {_short_arch(their_cfg.get(net))} vs {_short_arch(ours.get(net))} "
+                             f"({', '.join(diffs[:4])})")
+    arch = "; ".join(described) or (f"gen {_short_arch(their_cfg.get('gen'))}, disc {_short_arch(their_cfg.get('disc'))}"
+                                    f" in both configs")
+    label = f"{key}={path}" if key == "ckpt_path" else f"{key} found {path}, which"
+    raise SetupError(f"{label}: the checkpoint holds another architecture than this run: {arch} "
+                     f"[{mismatch}]. ckpt_path= resumes the same run; to fine-tune from its generator use "
+                     f"init_from={path} (or set the run's options to the checkpoint's)")
 
 
 def _final_metrics(trainer) -> dict[str, float]:
@@ -309,11 +369,15 @@ def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[st
     _one_line_per_log_message()
     output_dir = _output_dir()
     validate_train_config(cfg)
+    check_accelerator(cfg, HydraConfig.get().runtime.choices.get("trainer"))  # before any data or model work
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     ckpt_path = cfg.ckpt_path
     if ckpt_path and not Path(ckpt_path).is_file():
         raise SetupError(f"ckpt_path={ckpt_path}: file not found")
+    if cfg.init_from and not Path(cfg.init_from).is_file():  # before the model is built
+        raise SetupError(f"init_from={cfg.init_from}: file not found (give init_from=<a run's checkpoint>, e.g. "
+                         f"outputs/<date>/<time>/checkpoints/best.ckpt)")
     if cfg.resume == "auto" and not ckpt_path:
         done = _completed_summary(cfg, output_dir)
         if done is not None:  # e.g. the finished jobs of a sweep that is being resumed
@@ -324,11 +388,16 @@ def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[st
         ckpt_path = str(found) if found else None
         print(f"resume=auto: {'resuming from ' + ckpt_path if found else 'no unfinished run found, starting fresh'}",
               flush=True)
+    resume_from = None
+    if ckpt_path:  # weights-only: a file holding code is refused here, before anything is built
+        resume_from = _read_resume_checkpoint(Path(ckpt_path), "ckpt_path" if cfg.ckpt_path else None)
     # a checkpoint sits in <run dir>/checkpoints/: that run's log and W&B run are the ones to continue
-    resumed = (Path(ckpt_path).resolve().parent.parent, _checkpoint_step(Path(ckpt_path))) if ckpt_path else None
+    resumed = (Path(ckpt_path).resolve().parent.parent, int(resume_from["global_step"])) if ckpt_path else None
     if ckpt_path is None:
         _archive_earlier_run(output_dir)
-    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed, stop_requests)
+    resume_check = (resume_from, ckpt_path, "ckpt_path" if cfg.ckpt_path else "resume=auto") if ckpt_path else None
+    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed, stop_requests, resume_check)
+    del resume_from, resume_check  # memory-mapped; Lightning reads the file itself
 
     started = time.time()
     # The EMA copy of G is in eval mode on purpose (it is never trained); Lightning's notice about it is noise.
@@ -371,10 +440,14 @@ def main(cfg: DictConfig) -> int:
         return _record_interruption(cfg, output_dir, stop)
     except BaseException as err:  # noqa: BLE001 - every failure is recorded before it propagates
         started = _training_started(output_dir)
+        err = _disk_full(err) or err  # a full disk is reported as such, whatever failed next because of it
         message = _one_line(err)
-        (output_dir / "error.log").write_text(traceback.format_exc())
-        write_summary(output_dir, status="failed", error=message, output_dir=str(output_dir),
-                      model=str(OmegaConf.select(cfg, "model_name", default="?")))
+        _write_small(output_dir / "error.log", traceback.format_exc(), fallback=message + "\n")
+        try:
+            write_summary(output_dir, status="failed", error=message, output_dir=str(output_dir),
+                          model=str(OmegaConf.select(cfg, "model_name", default="?")))
+        except OSError as write_error:  # a full disk may not even take the summary; say so, keep the real error
+            print(f"(summary.json not written: {write_error.strerror or write_error})", file=sys.stderr)
         from sr_lightning.wandb_utils import log_failure
 
         log_failure(message)  # marks an open W&B run failed and closes it (no-op without one)
@@ -405,7 +478,7 @@ def _record_interruption(cfg: DictConfig, output_dir: Path, stop: TrainingInterr
     if stop.checkpoint is not None:
         kept = f"last.ckpt saved at step {stop.step}"
     elif last.is_file():
-        kept = f"last.ckpt kept from step {_checkpoint_step(last)}"
+        kept = f"last.ckpt kept from step {_checkpoint_step(last, key=None)}"
     else:
         kept, resume = "no checkpoint yet (stopped before training)", None
     write_summary(output_dir, status="interrupted", error=str(stop), signal=stop.signal_name,
@@ -430,6 +503,32 @@ def _resume_command(output_dir: Path) -> str:
     return shlex.join(["python", "-m", "sr_lightning", "train", *task, f"hydra.run.dir={output_dir}", "resume=auto"])
 
 
+def _disk_full(err: BaseException) -> OSError | None:
+    """The disk-full error behind `err` (its cause or context chain), preferring our checkpoint's message
+    (folder + bytes needed) to the OSError of whatever wrote next (Lightning's logger teardown, error.log)."""
+    from sr_lightning.checkpoint import DISK_FULL_ERRNOS, DiskFullError
+
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    found = [e for e in chain if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS]
+    ours = [e for e in found if isinstance(e, DiskFullError)]
+    return (ours or found or [None])[0]
+
+
+def _write_small(path: Path, text: str, fallback: str) -> None:
+    """A small file on a disk that may be full: the text, else the one-line fallback, never an empty file."""
+    for content in (text, fallback):
+        try:
+            path.write_text(content)
+            return
+        except OSError:
+            continue
+    path.unlink(missing_ok=True)
+
+
 def _training_started(output_dir: Path) -> bool:
     return (output_dir / "checkpoints" / "last.ckpt").exists()
 
@@ -442,6 +541,10 @@ def _is_user_error(err: BaseException) -> bool:
     from sr_lightning.losses import MissingWeightsError
     from sr_lightning.module import NonFiniteLossError
 
+    from sr_lightning.checkpoint import DISK_FULL_ERRNOS
+
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:  # the environment, not a bug
+        return True
     return isinstance(err, (ConfigError, SetupError, NonFiniteLossError, FileNotFoundError, CheckpointError,
                             DatasetError, ImageReadError, MissingWeightsError))
 
@@ -450,8 +553,15 @@ def _one_line(err: BaseException) -> str:
     """Hydra wraps errors raised while instantiating `_target_`s; show the cause, on one line."""
     from hydra.errors import InstantiationException
 
+    from sr_lightning.checkpoint import DISK_FULL_ERRNOS, DiskFullError
+
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, DiskFullError):
+        return str(err.strerror)  # str(OSError) would prefix "[Errno 28]"
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:  # e.g. while writing metrics.csv or an image
+        return (f"disk full while writing {err.filename or 'a file of the run'} ({err.strerror}); free space there "
+                f"(or give hydra.run.dir= on another disk), then continue with resume=auto")
     return " ".join(str(err).split()) or err.__class__.__name__
 
 
