@@ -68,7 +68,46 @@ def test_vgg_depth_variants(blocks, channels):
     convs = [m for m in disc.features if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == channels
     assert [c.stride[0] for c in convs] == [1, 2] * (blocks // 2)
-    assert disc(torch.rand(2, 3, 48, 48)).shape == (2, 1)  # 16 blocks: 1x1 maps, BN needs N > 1
+    assert disc(torch.rand(2, 3, 48, 48)).shape == (2, 1)
+
+
+def _strided_outputs_and_bn_inputs(disc, x):
+    """Output sizes of D's stride-2 convs and input sizes of its BatchNorms in one forward pass."""
+    strided, normed = [], []
+    hooks = []
+    for m in disc.features:
+        if isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1):
+            hooks.append(m.register_forward_hook(lambda m, i, o: strided.append(tuple(o.shape[-2:]))))
+        if isinstance(m, torch.nn.BatchNorm2d):
+            hooks.append(m.register_forward_hook(lambda m, i, o: normed.append(tuple(i[0].shape[-2:]))))
+    disc(x)
+    for h in hooks:
+        h.remove()
+    return strided, normed
+
+
+@pytest.mark.parametrize("blocks", [4, 8, 16])
+def test_vgg_never_runs_a_strided_conv_or_batchnorm_on_1px_maps(blocks):
+    # 16 blocks used to shrink every crop up to 256 px to 1x1 (eight halvings) and run stride-2 convs with 1-px
+    # outputs, the shape oneDNN's AMX bf16 conv gets wrong (NaN/inf in D on AMX CPUs); halving stops at 2 px.
+    disc = tiny_vgg(blocks=blocks, max_channels=16)
+    for crop in CROPS:
+        strided, normed = _strided_outputs_and_bn_inputs(disc, torch.rand(2, 3, crop, crop))
+        assert len(strided) == blocks // 2
+        assert min(min(s) for s in strided) >= 2 and min(min(s) for s in normed) >= 2, (crop, strided)
+        if blocks <= 8:  # maps never got that small: every stride-2 conv still halves
+            assert [s[0] for s in strided] == [-(-crop // 2 ** (k + 1)) for k in range(blocks // 2)]
+    strided, _ = _strided_outputs_and_bn_inputs(tiny_vgg(blocks=16, max_channels=16), torch.rand(2, 3, 48, 48))
+    assert [s[0] for s in strided] == [24, 12, 6, 3, 2, 2, 2, 2]
+    # each dimension stops on its own: a 2-px-high strip keeps its height and still halves its width
+    strided, _ = _strided_outputs_and_bn_inputs(tiny_vgg(blocks=4), torch.rand(2, 3, 4, 64))
+    assert strided == [(2, 32), (2, 16)]
+
+
+def test_vgg_stride_floor_keeps_the_16_block_dense_layer():
+    # The floor changes no parameter: a 16-block D built before it (pool 1, dense from 512 features) still loads.
+    deep = VGGStyleDiscriminator(blocks=16, channels=4, dense_features=8)
+    assert deep.pool_size == 1 and deep.classifier[0].in_features == 512
 
 
 def test_vgg_dense_layer_does_not_grow_with_fewer_blocks():

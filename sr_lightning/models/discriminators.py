@@ -26,13 +26,43 @@ def _check_input(owner: str, x: Tensor, in_channels: int, min_size: int) -> None
                          f"use a larger crop or fewer `blocks`")
 
 
+# A stride-2 block halves the map only while the result keeps at least this many pixels a side; on smaller maps
+# it runs with stride 1 (same weights).
+MIN_FEATURE_SIZE = 2
+
+
+class _HalvingConv(nn.Conv2d):
+    """A strided conv that stops downsampling a dimension once halving it would leave fewer than
+    ``MIN_FEATURE_SIZE`` pixels.
+
+    Why: ``disc.blocks=16`` has eight stride-2 convs, more than any crop up to 256 px can take: the map reached
+    1 px and the remaining stride-2 convs ran with 1-px outputs (a 3x3/2 conv on a 1-px map sees only its centre
+    tap, and BatchNorm over the 1x1 maps of a batch of 2 turns every channel into +-1). Exactly the grid cells
+    with such convs (blocks=16 at every crop, no cell with blocks <= 8) stopped with inf/NaN in D under bf16 on
+    an AMX Xeon and trained in fp32 and on AVX2, where bf16 convs take PyTorch's own kernel. On AVX512-bf16/AMX
+    CPUs bf16 convs go to oneDNN (3.12 in torch 2.14), whose AMX brgemm conv is known to return wrong values
+    for strided convs with a 1-px innermost output (pytorch/pytorch#169688, PR #188426). Keeping every strided
+    output at >= 2 px removes that shape class on every backend; the extra blocks still add depth, and nothing
+    changes where the map never got that small (blocks <= 8 at crops >= 48 px, the paper's net at 128 px).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        # 3x3, padding 1: a stride-2 output has ceil(n / 2) px, >= MIN_FEATURE_SIZE iff n >= 2 * MIN - 1.
+        stride = tuple(s if n >= 2 * MIN_FEATURE_SIZE - 1 else 1 for s, n in zip(self.stride, x.shape[-2:]))
+        if stride == self.stride:
+            return super().forward(x)
+        return F.conv2d(x, self.weight, self.bias, stride, self.padding, self.dilation, self.groups)
+
+
 class VGGStyleDiscriminator(nn.Module):
     """SRGAN discriminator (Ledig et al. 2017, fig. 4), usable at any crop size.
 
     A first conv3x3 (no BN) + LeakyReLU 0.2, then conv blocks (conv3x3, BN, LeakyReLU 0.2) whose stride
     alternates 1/2 and whose channels double every second block (64, 64, 128, 128, 256, 256, 512, 512 for
     the paper's ``blocks=8``, capped at ``max_channels``), then dense 1024 + LeakyReLU + dense 1 (logit).
-    ``blocks`` counts all conv layers including the first.
+    ``blocks`` counts all conv layers including the first. A stride-2 block whose output would be smaller
+    than ``MIN_FEATURE_SIZE`` (2) px runs with stride 1 (see ``_HalvingConv``): deep variants at small crops
+    (16 blocks at 48 ... 256 px) stop halving at 2x2 instead of running strided convs on 1-px maps.
 
     The paper's dense layer sees a fixed feature map (8x8 at 128 px after four stride-2 convs), which ties
     the network to one crop size. Here an adaptive average pool sits before the dense layer and maps
@@ -69,8 +99,8 @@ class VGGStyleDiscriminator(nn.Module):
         previous = channels
         for i in range(1, blocks):
             out = min(channels * 2 ** (i // 2), max_channels)
-            stride = 2 if i % 2 == 1 else 1
-            layers += [nn.Conv2d(previous, out, 3, stride=stride, padding=1, bias=False),
+            conv = _HalvingConv if i % 2 == 1 else nn.Conv2d
+            layers += [conv(previous, out, 3, stride=2 if i % 2 == 1 else 1, padding=1, bias=False),
                        nn.BatchNorm2d(out), nn.LeakyReLU(negative_slope)]
             previous = out
         self.features = nn.Sequential(*layers)
