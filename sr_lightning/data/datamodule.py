@@ -211,10 +211,9 @@ class SRDataModule(pl.LightningDataModule):
             (kept if can_score(h, w, self.scale) else dropped).append(record)
         for record in dropped:
             h, w = record.hr_size
-            warnings.warn(f"{record.describe()}: {w}x{h} px is too small to score at x{self.scale} (the {self.scale} px "
-                          f"border crop and SSIM's 11x11 window need >= {need} px per side); skipped for "
-                          f"{_SPLIT_USE.get(split, split)}",
-                          DataWarning, stacklevel=3)
+            warnings.warn(f"{record.describe()}: {w}x{h} px is too small to score at x{self.scale} (the "
+                          f"{self.scale} px border crop and SSIM's 11x11 window need >= {need} px per side); "
+                          f"skipped for {_SPLIT_USE.get(split, split)}", DataWarning, stacklevel=3)
         self.skipped[split] = [r.describe() for r in dropped]
         if not kept:
             raise DatasetError(f"data.{split}: all {len(records)} image(s) are smaller than {need} px per side, too "
@@ -276,7 +275,8 @@ class SRDataModule(pl.LightningDataModule):
         for split, ds in (("val", self.val_set), ("test", self.test_set)):
             if ds is not None and (split == "val" or ds is not self.val_set):
                 skipped = len(self.skipped.get(split, []))
-                parts.append(f"{split} {len(ds)} images" + (f" ({skipped} too small to score, skipped)" if skipped else ""))
+                note = f" ({skipped} too small to score, skipped)" if skipped else ""
+                parts.append(f"{split} {len(ds)} images{note}")
         if self.degrade is not None:
             parts.append(repr(self.degrade))
         return "; ".join(parts)
