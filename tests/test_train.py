@@ -181,3 +181,81 @@ def test_summary_is_written_by_the_first_process_only(tmp_path, monkeypatch):
     train_cmd.write_summary(tmp_path, status="completed")
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
     assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "completed"}
+
+
+# --- setup mistakes that used to surface late or as walls of text (issue 15, section 5) ---
+
+def _error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA device")
+def test_trainer_gpu_without_a_gpu_stops_before_any_work(cli, tmp_path):
+    result = cli("train", "trainer=gpu", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = _error_lines(result)
+    assert line.startswith("error: trainer.accelerator: gpu (trainer=gpu) needs a CUDA GPU")
+    assert "CUDA" in line.split("but", 1)[1] and "use trainer=cpu" in line
+    assert "parameters" not in result.stdout  # stopped before the model was built
+    assert "No supported gpu backend" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("choice", "built_with", "expected"), [
+    ("gpu", "13.0", r"gpu \(trainer=gpu\) needs a CUDA GPU, but no CUDA device found \(torch .* built with CUDA 13.0"),
+    ("ddp", None, r"gpu \(trainer=ddp\) .* torch .* is built without CUDA; use trainer=ddp_cpu .* or trainer=cpu"),
+])
+def test_gpu_presets_without_cuda_name_the_key_the_finding_and_the_fix(monkeypatch, choice, built_with, expected):
+    from sr_lightning.config import ConfigError, check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", built_with)
+    cfg = compose_train([f"trainer={choice}"])
+    with pytest.raises(ConfigError, match=expected) as info:
+        check_accelerator(cfg, choice)
+    assert info.value.key == "trainer.accelerator"
+    check_accelerator(compose_train(["trainer=cpu"]), "cpu")  # nothing to say
+
+
+@pytest.mark.slow
+def test_ckpt_path_of_another_architecture_is_one_line_that_suggests_init_from(cli, tmp_path):
+    from conftest import TINY_GEN, write_checkpoint
+
+    other = write_checkpoint(tmp_path / "other.ckpt", {**TINY_GEN, "scale": 4, "channels": 16, "blocks": 2})
+    result = cli("train", *TINY, "scale=4", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = _error_lines(result)
+    assert line.startswith(f"error: ckpt_path={other}: the checkpoint holds other networks than this run")
+    assert "SRResNet(blocks=2, channels=16" in line and "SRResNet(blocks=1, channels=8" in line
+    assert f"init_from={other}" in line and len(line) < 1000
+    assert "size mismatch" not in result.stdout + result.stderr  # Lightning's strict load never ran
+    assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_of_the_same_networks_passes_the_check(tmp_path):
+    from sr_lightning.commands.train import SetupError, check_resume_architecture
+
+    cfg = compose_train(TINY, output_dir=tmp_path)
+    module = SRModule(cfg)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {"cfg": module.cfg}}
+    check_resume_architecture(module, checkpoint, "same.ckpt")
+    del checkpoint["state_dict"]["gen_ema." + next(iter(module.gen.state_dict()))]
+    with pytest.raises(SetupError, match="1 tensors only in this run .*module.ema_decay"):
+        check_resume_architecture(module, checkpoint, "same.ckpt")
+
+
+@pytest.mark.slow
+def test_a_missing_init_from_file_names_init_from(cli, tmp_path):
+    result = cli("train", *TINY, f"init_from={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = _error_lines(result)
+    assert line.startswith(f"error: init_from={tmp_path / 'nope.ckpt'}: file not found") and "ckpt=" not in line
+    assert "parameters" not in result.stdout  # before the model was built
+
+
+def test_read_checkpoint_names_the_option_it_was_given_as(tmp_path):
+    from sr_lightning.checkpoint import CheckpointError, read_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"give init_from=") as info:
+        read_checkpoint(tmp_path / "nope.ckpt", key="init_from")
+    assert "ckpt=" not in str(info.value).replace("init_from=", "")

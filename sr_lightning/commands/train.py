@@ -295,7 +295,7 @@ def _short_arch(net_cfg: Any) -> str:
 
 
 def _differences(theirs: Any, ours: Any) -> list[str]:
-    """`gen.blocks 16 -> 1`, ... for the keys where two network configs differ."""
+    """`blocks: 16 vs 1`, ... for the keys where two network configs differ."""
     if not isinstance(theirs, dict) or not isinstance(ours, dict):
         return []
     return [f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
@@ -309,27 +309,29 @@ def check_resume_architecture(module, checkpoint: dict[str, Any], path: str, key
     saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     if own == saved:
         return
-    mismatch = next((f"{k} is {list(saved[k])} in the file, {list(own[k])} here" for k in own
-                     if k in saved and saved[k] != own[k]), None)
-    if mismatch is None:
+    tensors = next((f"{k} is {list(saved[k])} in the file, {list(own[k])} here" for k in own
+                    if k in saved and saved[k] != own[k]), None)
+    if tensors is None:
         only_file, only_run = sorted(set(saved) - set(own)), sorted(set(own) - set(saved))
-        mismatch = "; ".join(part for part in (
+        tensors = "; ".join(part for part in (
             f"{len(only_file)} tensors only in the file (e.g. {only_file[0]})" if only_file else "",
-            f"{len(only_run)} only in this run (e.g. {only_run[0]})" if only_run else "") if part)
+            f"{len(only_run)} tensors only in this run (e.g. {only_run[0]})" if only_run else "") if part)
+        if all(k.startswith("gen_ema.") for k in only_file + only_run):
+            tensors += "; module.ema_decay is null in one of them"
     their_cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg") or {}
-    ours = module.cfg
     described = []
     for net in ("gen", "disc"):
-        diffs = _differences(their_cfg.get(net), ours.get(net))
-        if diffs:
-            described.append(f"{net} {_short_arch(their_cfg.get(net))} vs {_short_arch(ours.get(net))} "
-                             f"({', '.join(diffs[:4])})")
-    arch = "; ".join(described) or (f"gen {_short_arch(their_cfg.get('gen'))}, disc {_short_arch(their_cfg.get('disc'))}"
-                                    f" in both configs")
+        theirs, ours = their_cfg.get(net), module.cfg.get(net)
+        if theirs != ours:
+            diffs = _differences(theirs, ours)
+            described.append(f"{net} {_short_arch(theirs)} in the file vs {_short_arch(ours)} here"
+                             + (f" ({', '.join(diffs[:4])})" if diffs else ""))
+    arch = "; ".join(described) or (f"same gen {_short_arch(their_cfg.get('gen'))} and disc "
+                                    f"{_short_arch(their_cfg.get('disc'))} configs")
     label = f"{key}={path}" if key == "ckpt_path" else f"{key} found {path}, which"
-    raise SetupError(f"{label}: the checkpoint holds another architecture than this run: {arch} "
-                     f"[{mismatch}]. ckpt_path= resumes the same run; to fine-tune from its generator use "
-                     f"init_from={path} (or set the run's options to the checkpoint's)")
+    raise SetupError(f"{label}: the checkpoint holds other networks than this run: {arch} [{tensors}]. "
+                     f"ckpt_path= resumes the same run; to fine-tune from its generator use init_from={path} "
+                     f"(or set this run's options to the checkpoint's)")
 
 
 def _final_metrics(trainer) -> dict[str, float]:
