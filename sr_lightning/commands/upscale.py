@@ -7,7 +7,9 @@ gray/RGB/RGBA, 8 or 16 bit, EXIF orientation applied; the output keeps the input
 its format comes from the extension. Existing files are never replaced unless `overwrite=true`;
 `overwrite=skip` keeps them and does the rest, which continues an interrupted folder (each output is written to a
 temporary name and renamed, so an existing file is always a finished one).
-See conf/upscale.yaml for every key.
+Unreadable inputs, and inputs over `max_pixels=` (the decompression-bomb guard), are named on one `error:` line
+each; the rest of the folder is done and the command exits 1. An output folder that cannot be written stops the
+command before the model is loaded. See conf/upscale.yaml for every key.
 """
 from __future__ import annotations
 
@@ -191,13 +193,47 @@ def plan_outputs(inputs: list[Path], input_is_dir: bool, output: Any, ext: Any, 
     return targets
 
 
+def output_folder(targets: list[Path]) -> Path:
+    """The one folder every target is written into (plan_outputs puts them all in one)."""
+    return targets[0].parent
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and write (then remove) a probe file in it, so that an unwritable output
+    stops the command before the model is loaded and any image computed, not at every image's write.
+
+    A real write rather than os.access: as root, permission bits do not stop writes while a read-only mount
+    or a file in the way does, and only trying tells.
+    """
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".upscale-probe-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UpscaleError(f"output={folder}: cannot write into this folder ({reason}); choose another output= "
+                           f"folder or fix its permissions") from None
+
+
+def _max_pixels(cfg: DictConfig) -> int | None:
+    from sr_lightning.data.imageio import resolve_max_pixels
+
+    try:
+        return resolve_max_pixels(cfg.get("max_pixels", "default"), "max_pixels")
+    except ValueError as err:
+        raise UpscaleError(str(err)) from None
+
+
 # --- command --------------------------------------------------------------------------------------------------
 
 def run(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
-    from sr_lightning.data.imageio import ImageReadError, read_image, write_image
+    from sr_lightning.data.imageio import ImageReadError, read_image
     from sr_lightning.inference import Upscaler
+    from sr_lightning.inference.write import write_result
 
     inputs, input_is_dir = find_inputs(cfg.get("input"))
     overwrite = overwrite_mode(cfg.get("overwrite"))
@@ -211,6 +247,8 @@ def run(cfg: DictConfig) -> int:
             return 0
         inputs, targets = [p[0] for p in pending], [p[1] for p in pending]
     tile, overlap = _tile_option(cfg)
+    max_pixels = _max_pixels(cfg)
+    check_writable(output_folder(targets))
     loaded = load_model(cfg)
     from sr_lightning.commands.export import OnnxGenerator
 
@@ -230,7 +268,7 @@ def run(cfg: DictConfig) -> int:
     start, done, failed, mp_in, mp_out = time.perf_counter(), 0, 0, 0.0, 0.0
     for src, dst in zip(inputs, targets):
         try:
-            image = read_image(src)
+            image = read_image(src, max_pixels=max_pixels)
         except ImageReadError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
@@ -243,14 +281,19 @@ def run(cfg: DictConfig) -> int:
             except ValueError as err:  # e.g. a generator whose output is not scale x its input
                 raise UpscaleError(f"{src}: {err}") from err
         try:
-            write_image(dst, result)
+            write_result(dst, result)
         except (ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
+        finally:
+            # Drop both arrays now: held until the next image's result exists, a folder of big images would
+            # peak at two full-size outputs.
+            out_pixels = result.shape[0] * result.shape[1]
+            del image, result
         done += 1
         mp_in += height * width / 1e6
-        mp_out += result.shape[0] * result.shape[1] / 1e6
+        mp_out += out_pixels / 1e6
     seconds = time.perf_counter() - start
     where = targets[0] if len(targets) == 1 else targets[0].parent
     print(f"upscaled {done} image(s) x{upscaler.scale}: {mp_in:.2f} MP in -> {mp_out:.2f} MP out in {seconds:.1f} s "
