@@ -166,7 +166,9 @@ def _load_error(label: str, err: Exception) -> CheckpointError:
             f"{label}: refused: the file holds Python objects that are not weights{what}, so it was not loaded "
             f"(unpickling them could run code); use a checkpoint written by `python -m sr_lightning train` or "
             f"exported .safetensors")
-    first = " ".join(text.split())[:200]
+    # torch's weights-only message suggests weights_only=False; the cause is the line after "error:"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    first = found.group(1).strip() if found else " ".join(text.split())[:200]
     return CheckpointError(f"cannot read checkpoint {label}: {err.__class__.__name__}: {first}. The file is corrupt "
                            f"or not a Lightning checkpoint; use another one (last.ckpt / best.ckpt).")
 
