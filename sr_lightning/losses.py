@@ -429,6 +429,12 @@ class AdversarialLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.logits = bool(logits)
 
+    @property
+    def needs_real_for_generator(self) -> bool:
+        """Whether :meth:`generator_loss` reads the real logits (only the relativistic ``ragan``): the others
+        let the training step skip D's forward pass on the HR batch during G's update."""
+        return self.kind == "ragan"
+
     def forward(self, real_logits: Tensor | None, fake_logits: Tensor) -> Tensor:
         """Same as :meth:`generator_loss` (the weighted term of the generator objective)."""
         return self.generator_loss(real_logits, fake_logits)

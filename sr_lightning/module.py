@@ -189,8 +189,29 @@ class SRModule(pl.LightningModule):
             if not torch.isfinite(value.detach()).all():
                 raise NonFiniteLossError(
                     f"step {step}: loss term '{name}' is {value.detach().float().item()} — training stopped; "
-                    f"the last good checkpoint in checkpoints/ is intact. Lower the learning rate, enable "
-                    f"module.grad_clip_norm, or use precision=32-true.")
+                    f"{self._checkpoint_note()} {self._non_finite_advice(name.split('/')[0])}")
+
+    def _checkpoint_note(self) -> str:
+        """What is on disk to go back to: said only as it is (a first-step failure has no checkpoint yet)."""
+        if self.output_dir is None:
+            return "no checkpoint folder is set for this run."
+        last = self.output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            # It was written after an earlier step: the check runs before this step's optimizer step.
+            return f"the last good checkpoint {last} is intact (resume=auto continues from it)."
+        return f"no checkpoint was saved yet ({last} does not exist)."
+
+    def _non_finite_advice(self, net: str) -> str:
+        """Remedies that are not already in effect, for G ('g') or D ('d')."""
+        optim = "module.g_optim.lr" if net == "g" else "module.d_optim.lr"
+        lr = self.opt_cfg["g_optim" if net == "g" else "d_optim"]["lr"]
+        clip = self.opt_cfg.get("grad_clip_norm")
+        advice = [] if clip else ["module.grad_clip_norm=1.0"]
+        advice.append(f"a lower learning rate ({optim}={float(lr) / 10:g}; now {float(lr):g})")
+        if self.amp_dtype is not None:
+            advice.append("precision=32-true")
+        note = f"module.grad_clip_norm is already {clip}. " if clip else ""
+        return f"{note}Try {', or '.join(advice)}."
 
     def _backward_and_step(self, name: str, loss: torch.Tensor, optimizer, params, step: int) -> torch.Tensor:
         """Backward, optional clipping, finite-gradient check and optimizer step for one network."""
@@ -206,7 +227,7 @@ class SRModule(pl.LightningModule):
         if not torch.isfinite(grad_norm) and not scaler:  # with fp16 the scaler skips the step itself
             raise NonFiniteLossError(
                 f"step {step}: gradient norm of {'G' if name == 'g' else 'D'} is {grad_norm.item()} — training "
-                f"stopped; the last good checkpoint in checkpoints/ is intact. Try module.grad_clip_norm=1.0.")
+                f"stopped; {self._checkpoint_note()} {self._non_finite_advice(name)}")
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -264,7 +285,10 @@ class SRModule(pl.LightningModule):
             if "perceptual" in self._frozen and self._frozen["perceptual"].weight:
                 terms["perceptual"] = self._frozen["perceptual"](self.to_unit(sr), self.to_unit(hr))
             if gan:
-                real_logits = self.disc(hr).detach()
+                real_logits = None
+                if self.adv_loss.needs_real_for_generator:  # ragan only: the others never read D(HR) here
+                    with torch.no_grad():  # G's loss detaches the real logits: no graph to record
+                        real_logits = self.disc(hr)
                 fake_logits = self.disc(sr)
                 terms["adversarial"] = self.adv_loss.generator_loss(real_logits, fake_logits)
         weights = {"pixel": getattr(self.pixel_loss, "weight", 0.0),

@@ -184,6 +184,20 @@ def test_relativistic_generator_loss_detaches_real_logits_but_d_loss_uses_both()
     assert real.grad.abs().sum() > 0 and fake.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind", AdversarialLoss.KINDS)
+def test_only_the_relativistic_generator_loss_needs_the_real_logits(kind):
+    # The training step skips D's forward pass on HR in G's update whenever this is False.
+    loss = AdversarialLoss(kind)
+    assert loss.needs_real_for_generator == (kind == "ragan")
+    if not loss.needs_real_for_generator:
+        real = logits(REAL)
+        assert loss.generator_loss(None, logits(FAKE)).item() == loss.generator_loss(real, logits(FAKE)).item()
+        assert loss.generator_loss(None, logits(FAKE)).item() == loss.generator_loss(real * 100, logits(FAKE)).item()
+    else:
+        with pytest.raises(ValueError, match="needs the real logits"):
+            loss.generator_loss(None, logits(FAKE))
+
+
 def test_probability_discriminator_gives_the_same_bce_as_logits():
     as_logits, as_probs = AdversarialLoss("vanilla"), AdversarialLoss("vanilla", logits=False)
     real, fake = logits(REAL), logits(FAKE)

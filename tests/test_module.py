@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from conftest import compose_train
 from sr_lightning.callbacks import SRCheckpoint
 from sr_lightning.checkpoint import AtomicCheckpointIO, load_generator
+from sr_lightning.losses import AdversarialLoss
 from sr_lightning.module import NonFiniteLossError, SRModule
 from sr_lightning.ops.imresize import imresize
 
@@ -120,13 +121,99 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_checkpoint(tmp_
         return value * float("nan") if calls["n"] == 3 else value
 
     module.pixel_loss.forward = poisoned
-    with pytest.raises(NonFiniteLossError, match=r"step 2: loss term 'g/pixel' is nan"):
-        trainer.fit(module, datamodule=TinyData())
     last = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(NonFiniteLossError, match=r"step 2: loss term 'g/pixel' is nan") as err:
+        trainer.fit(module, datamodule=TinyData())
+    assert f"the last good checkpoint {last} is intact" in str(err.value)
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
     assert load_generator(last).net is not None
+
+
+def test_non_finite_loss_at_the_first_step_says_that_no_checkpoint_exists_yet(tmp_path):
+    module, trainer = build(tmp_path, max_steps=2, every=1)
+    real_forward = module.pixel_loss.forward
+    module.pixel_loss.forward = lambda sr, hr: real_forward(sr, hr) * float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"step 0: loss term 'g/pixel' is nan") as err:
+        trainer.fit(module, datamodule=TinyData())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert not last.exists()
+    message = str(err.value)
+    assert f"no checkpoint was saved yet ({last} does not exist)" in message and "intact" not in message
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_non_finite_gradient_suggests_only_remedies_not_in_effect(tmp_path, clip):
+    overrides = [f"module.grad_clip_norm={clip}"] if clip else []
+    module, trainer = build(tmp_path, overrides, max_steps=1, amp_dtype="bfloat16")
+    original = module._backward_and_step
+
+    def overflow_in_d(name, loss, optimizer, params, step):
+        return original(name, loss * float("inf") if name == "d" else loss, optimizer, params, step)
+
+    module._backward_and_step = overflow_in_d
+    with pytest.raises(NonFiniteLossError, match=r"step 0: gradient norm of D is (inf|nan)") as err:
+        trainer.fit(module, datamodule=TinyData())
+    message = str(err.value)
+    assert "no checkpoint was saved yet" in message
+    assert "a lower learning rate (module.d_optim.lr=1e-05; now 0.0001)" in message
+    assert "precision=32-true" in message  # bf16 autocast is on
+    if clip:
+        assert "module.grad_clip_norm is already 1.0" in message and "grad_clip_norm=1.0," not in message
+    else:
+        assert "Try module.grad_clip_norm=1.0, or a lower learning rate" in message
+
+
+def test_non_finite_advice_leaves_out_fp32_when_training_in_fp32(tmp_path):
+    module, _ = build(tmp_path, ["module.grad_clip_norm=0.5"])
+    assert module._non_finite_advice("g") == ("module.grad_clip_norm is already 0.5. Try a lower learning rate "
+                                              "(module.g_optim.lr=1e-05; now 0.0001).")
+
+
+class AlwaysRealLoss(AdversarialLoss):
+    """The earlier behaviour: the G step ran D on the HR batch whatever the loss."""
+
+    needs_real_for_generator = True
+
+
+def count_disc_calls(module) -> list[str]:
+    """Records, per D forward pass, whether D's parameters were frozen (G's update) or trainable (D's)."""
+    calls = []
+    module.disc.register_forward_hook(
+        lambda m, i, o: calls.append("g" if not next(m.parameters()).requires_grad else "d"))
+    return calls
+
+
+@pytest.mark.parametrize("kind, g_step_calls", [("vanilla", 1), ("lsgan", 1), ("hinge", 1), ("ragan", 2)])
+def test_g_step_runs_d_on_hr_only_for_the_relativistic_loss(tmp_path, kind, g_step_calls):
+    module, trainer = build(tmp_path, [f"loss.adversarial.kind={kind}"], max_steps=2)
+    calls = count_disc_calls(module)
+    trainer.fit(module, datamodule=TinyData())
+    # per iteration: G's update (D on SR, plus D on HR for ragan), then D's update (HR and SR)
+    assert calls == (["g"] * g_step_calls + ["d", "d"]) * 2
+
+
+def test_skipping_d_on_hr_leaves_the_training_unchanged(tmp_path):
+    """vanilla: the same G/D weights and losses after 2 steps as with the earlier always-run D(HR) forward."""
+    runs = {}
+    for name, always in (("new", False), ("old", True)):
+        pl.seed_everything(0)
+        module, trainer = build(tmp_path / name, max_steps=2)
+        if always:
+            module.adv_loss.__class__ = AlwaysRealLoss
+        calls = count_disc_calls(module)
+        losses = []
+        original = module._backward_and_step
+        module._backward_and_step = lambda n, loss, *a: (losses.append(float(loss.detach())), original(n, loss, *a))[1]
+        trainer.fit(module, datamodule=TinyData())
+        runs[name] = (module, losses, calls.count("g"))
+    (new, new_losses, new_calls), (old, old_losses, old_calls) = runs["new"], runs["old"]
+    assert (new_calls, old_calls) == (2, 4)
+    assert new_losses == old_losses
+    for net in ("gen", "disc"):  # parameters only: D's BN running statistics also saw the HR batches before
+        for (key, a), b in zip(getattr(new, net).named_parameters(), getattr(old, net).parameters()):
+            assert torch.equal(a, b), f"{net}.{key}"
 
 
 def test_checkpoint_holds_config_ema_and_no_vgg(tmp_path):
