@@ -71,6 +71,7 @@ class ArchSpec:
     size: Callable[[Mapping[str, Any]], SizeRequirements] = _no_requirements
     fixed_channels: int = 3
     clone_input: bool = False  # the network writes into its input tensor (RCAN multiplies it in place)
+    rgb_only: bool = False     # has a channel argument but hard-codes 3-channel parts (RGB mean, ...)
     note: str = ""
 
     def constructor(self) -> type[nn.Module]:
@@ -86,7 +87,7 @@ ARCHS: dict[str, ArchSpec] = {
         tiny={"num_feat": 8, "num_conv": 2}, licence="BSD-3-Clause (Real-ESRGAN)",
         note="Real-ESRGAN's SRVGGNetCompact"),
     "SPAN": ArchSpec(
-        "SPAN", "SPAN", "upscale", "num_in_ch", "num_out_ch", _ANY, tiny={"feature_channels": 8}),
+        "SPAN", "SPAN", "upscale", "num_in_ch", "num_out_ch", _ANY, tiny={"feature_channels": 8}, rgb_only=True),
     "ESRGAN": ArchSpec(
         "ESRGAN", "ESRGAN", "scale", "in_nc", "out_nc", (2, 3, 4, 8),
         tiny={"num_filters": 8, "num_blocks": 1}, licence="Apache-2.0 (ESRGAN)", size=_fixed(minimum=2),
@@ -135,7 +136,7 @@ ARCHS: dict[str, ArchSpec] = {
         tiny={"dim": 8, "n_blocks": 1}, size=_fixed(multiple_of=8)),
     "RCAN": ArchSpec(
         "RCAN", "RCAN", "scale", "n_colors", None, _POW2_3,
-        tiny={"n_resgroups": 1, "n_resblocks": 1, "n_feats": 16, "reduction": 4}, clone_input=True,
+        tiny={"n_resgroups": 1, "n_resblocks": 1, "n_feats": 16, "reduction": 4}, clone_input=True, rgb_only=True,
         note="rgb_range stays 255: spandrel cannot detect it from a file"),
     "DRCT": ArchSpec(
         "DRCT", "DRCT", "upscale", "in_chans", None, _POW2_3, defaults={"upsampler": "pixelshuffle"},
@@ -158,11 +159,11 @@ ARCHS: dict[str, ArchSpec] = {
         tiny={"nf": 10, "num_modules": 6}, size=_fixed(minimum=16)),
     "DITN": ArchSpec(
         "DITN", "DITN", "upscale", "inp_channels", None, _ANY,
-        tiny={"dim": 12, "ITL_blocks": 1, "SAL_blocks": 1, "UFONE_blocks": 1},
+        tiny={"dim": 12, "ITL_blocks": 1, "SAL_blocks": 1, "UFONE_blocks": 1}, rgb_only=True,
         size=lambda args: SizeRequirements(multiple_of=int(args.get("patch_size", 8)))),
     "SeemoRe": ArchSpec(
         "SeemoRe", "SeemoRe", "scale", "in_chans", None, _ANY,
-        tiny={"num_experts": 2, "num_layers": 1, "embedding_dim": 8}, size=_fixed(minimum=16)),
+        tiny={"num_experts": 2, "num_layers": 1, "embedding_dim": 8}, size=_fixed(minimum=16), rgb_only=True),
     "MoSR": ArchSpec(
         "MoSR", "MoSR", "upscale", "in_ch", "out_ch", _ANY, tiny={"n_block": 1, "dim": 8}),
     "MoESR": ArchSpec(
@@ -239,7 +240,7 @@ def constructor_args(arch: str, scale: int, in_channels: int = 3, out_channels: 
     if unknown:
         allowed = [k for k in known if k not in ("self", *own)]
         raise ValueError(f"gen.{unknown[0]}: not an argument of {arch}; allowed: {', '.join(allowed)}")
-    if spec.in_arg is None and in_channels != spec.fixed_channels:
+    if (spec.in_arg is None or spec.rgb_only) and in_channels != spec.fixed_channels:
         raise ValueError(f"gen.in_channels: got {in_channels}; {arch} has {spec.fixed_channels} input channels only")
     if spec.out_arg is None and out_channels != (in_channels if spec.in_arg else spec.fixed_channels):
         raise ValueError(f"gen.out_channels: got {out_channels}; {arch} outputs as many channels as it reads")
