@@ -192,6 +192,16 @@ def test_auto_tile_follows_free_memory(monkeypatch):
     assert out.shape == (1, 3, 300, 80)
 
 
+def test_auto_tile_on_cpu_is_capped_whatever_the_free_memory(monkeypatch):
+    """Tiles share host memory with the full-size result: plenty of free memory must not mean huge tiles."""
+    torch.manual_seed(0)
+    net = SRResNet(scale=4, blocks=1, channels=64).eval()  # 64 maps at 4x: the cap bites below AUTO_TILE_MAX
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda device="cpu": 256 << 30)
+    plenty = auto_tile_size(net, 3, 4, overlap=16)
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda device="cpu": 2 * tiling.AUTO_CPU_BUDGET_BYTES)
+    assert plenty == auto_tile_size(net, 3, 4, overlap=16) < tiling.AUTO_TILE_MAX
+
+
 def test_available_memory_reads_proc_meminfo():
     assert tiling.available_memory_bytes("cpu") > 16 << 20
 

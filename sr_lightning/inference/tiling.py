@@ -42,6 +42,11 @@ WINDOWS = ("cosine", "linear")
 # ~1000 px the recomputed overlap is under 4% and larger tiles were not faster (SRResNet-16 x4 on the reference
 # CPU ran 1.2-1.4x faster in 200 px tiles than on a whole 384 px image), they only raise the peak memory.
 AUTO_TILE_MIN, AUTO_TILE_MAX = 64, 1024
+# On the CPU the tiles share host memory with the whole integer result (1.07 GiB for 6000x4000 at x4), so
+# tile='auto' gives a tile's estimated working set at most this much, however much memory is free: a 6000x4000
+# x4 upscale with the tiny benchmark model peaked at 3.43 GiB with the 1024 px tiles that half the free memory
+# allowed, and larger CPU tiles are not faster (see above). GPU memory is not host memory: no cap there.
+AUTO_CPU_BUDGET_BYTES = 1 << 30
 
 
 # --- the grid -------------------------------------------------------------------------------------------------
@@ -157,7 +162,8 @@ def _activation_floats_per_pixel(net: nn.Module, in_channels: int, device: torch
 def auto_tile_size(net: nn.Module, in_channels: int, scale: int, overlap: int,
                    device: torch.device | str = "cpu", element_bytes: int = 4,
                    memory_fraction: float = 0.5, live_maps: float = 6.0) -> int:
-    """Tile edge (input pixels) whose activations fit in ``memory_fraction`` of the free memory.
+    """Tile edge (input pixels) whose activations fit in ``memory_fraction`` of the free memory, and on the CPU
+    in at most `AUTO_CPU_BUDGET_BYTES`.
 
     Estimate per input pixel: ``live_maps`` copies of the largest feature map (see
     `_activation_floats_per_pixel`) plus the tile's float output and its blending temporaries. The benchmark
@@ -167,6 +173,8 @@ def auto_tile_size(net: nn.Module, in_channels: int, scale: int, overlap: int,
     per_pixel = _activation_floats_per_pixel(net, in_channels, device) * live_maps * element_bytes
     per_pixel += 3 * in_channels * scale * scale * 4
     budget = available_memory_bytes(device) * memory_fraction
+    if device.type == "cpu":
+        budget = min(budget, AUTO_CPU_BUDGET_BYTES)
     tile = int(math.sqrt(max(budget, 1.0) / per_pixel)) // 8 * 8
     return max(AUTO_TILE_MIN, 2 * overlap + 8, min(tile, AUTO_TILE_MAX))
 
