@@ -81,6 +81,8 @@ def test_listed_architecture_trains_exports_and_upscales(arch, sample_data, tmp_
     assert descriptor.size_requirements == net.size_requirements  # our table says what spandrel says
     x = torch.rand(1, 3, 9, 7, generator=torch.Generator().manual_seed(1))  # odd sizes: padding is exercised
     assert torch.allclose(_ours(net, x), _spandrel_output(descriptor, x), atol=1e-6)
+    loaded, info = load_model_file(out)  # and back into our wrapper, rebuilt from the detected config
+    assert info["arch"] == arch and torch.equal(_ours(loaded, x), _ours(net, x))
 
     # upscale: the tiled inference path on a small image
     image = torch.rand(1, 3, 14, 12, generator=torch.Generator().manual_seed(2))

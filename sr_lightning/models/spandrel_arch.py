@@ -309,6 +309,8 @@ class SpandrelGenerator(nn.Module):
 
 def pad_to_requirements(x: Tensor, req: SizeRequirements) -> tuple[Tensor, bool]:
     """Pad bottom/right to meet ``req``: reflect (at most size-1 px), the rest replicate (spandrel's rule)."""
+    if req.none:  # no shape arithmetic at all: keeps traced/exported graphs free of size-specific branches
+        return x, False
     h, w = x.shape[-2:]
     pad_w, pad_h = req.get_padding(int(w), int(h))
     if not (pad_w or pad_h):
