@@ -1,17 +1,19 @@
 """Training-step time of the spandrel architectures (model=spandrel) relative to MSRResNet-16, on the sample data.
 
 Each architecture is built at its default (paper) size and trained through the project's own path (SRModule in a
-Lightning Trainer, the sample photos, L1, Adam) at batch 16 / crop 64 / x4 in fp32. Before every architecture
-the baseline, BasicSR's MSRResNet-16 (64 channels, 16 blocks, `model=msrresnet`), is timed again in the same
-process, and the ratio uses that neighbouring baseline: on a machine shared with other jobs the load changes
-from minute to minute, and a baseline taken minutes earlier would not describe the same machine.
+Lightning Trainer, the sample photos, L1, Adam) at batch 16 / crop 64 / x4 in fp32. The baseline, BasicSR's
+MSRResNet-16 (64 channels, 16 blocks, `model=msrresnet`), is timed again in the same process before every
+architecture (or every N with --baseline-every N), and the ratio uses the latest baseline: on a machine shared
+with other jobs the load changes from minute to minute, and a baseline taken long before would not describe the
+same machine.
 
 Reported per architecture: parameters, median step time (after warm-up steps), the neighbouring baseline's
 median, and the ratio arch / MSRResNet-16. An architecture that fails (e.g. runs out of memory) is reported
 with its error and the run goes on.
 
 usage: python benchmarks/spandrel_step.py [--quick] [--archs SPAN Compact ...] [--steps N] [--warmup N]
-                                          [--batch 16] [--crop 64] [--device cpu|cuda] [--json out.json]
+                                          [--baseline-every N] [--batch 16] [--crop 64] [--device cpu|cuda]
+                                          [--json out.json]
   --quick: a few architectures (Compact, SPAN, SAFMN, OmniSR, RealPLKSR, ESRGAN, SwinIR), 2 timed steps.
 """
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", default=None, choices=list(ARCHS))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--baseline-every", type=int, default=1, help="re-time MSRResNet-16 every N archs")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--device", default="cpu")
@@ -95,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
 
     print(f"batch {args.batch}, crop {args.crop}, x4, fp32, {args.device}, {torch.get_num_threads()} threads; "
-          f"median of {args.steps} steps after {args.warmup} warm-up; baseline MSRResNet-16 timed before each arch",
+          f"median of {args.steps} steps after {args.warmup} warm-up; MSRResNet-16 re-timed every {args.baseline_every} arch(s)",
           flush=True)
     print(f"{'arch':<11} {'params':>12} {'step s':>8} {'MSRResNet s':>12} {'ratio':>7}", flush=True)
     rows = []
     datamodule = None
-    for arch in archs:
-        base, base_params, datamodule = time_preset(BASELINE, args, datamodule)
+    for i, arch in enumerate(archs):
+        if i % args.baseline_every == 0:
+            base, base_params, datamodule = time_preset(BASELINE, args, datamodule)
         try:
             step, params, _ = time_preset(["model=spandrel", f"gen.arch={arch}"], args, datamodule)
         except Exception as err:  # noqa: BLE001 - one architecture failing does not stop the table
