@@ -78,8 +78,9 @@ class ArchSpec:
         return getattr(importlib.import_module(f"spandrel.architectures.{self.module}"), self.cls)
 
 
+# Scales offered (each builds and gives (N, C, sH, sW) at tiny size; training is tested at x4):
 _POW2_3 = (2, 3, 4, 8)  # pixel-shuffle upsamplers built from x2 stages or one x3 stage
-_ANY = (2, 3, 4, 8)     # one pixel shuffle by `scale`: any integer works; these are the ones we test/advertise
+_ANY = (2, 3, 4, 8)     # one pixel shuffle by `scale`: other integers work too, these are the usual ones
 
 ARCHS: dict[str, ArchSpec] = {
     "Compact": ArchSpec(
@@ -170,7 +171,7 @@ ARCHS: dict[str, ArchSpec] = {
         "MoESR", "MoESR", "scale", "in_ch", "out_ch", _ANY,
         tiny={"dim": 8, "n_blocks": 1, "n_block": 1, "upsample_dim": 8}, size=_fixed(minimum=2)),
     "FDAT": ArchSpec(
-        "FDAT", "FDAT", "scale", "num_in_ch", "num_out_ch", _ANY,
+        "FDAT", "FDAT", "scale", "num_in_ch", "num_out_ch", (2, 3, 4),
         tiny={"embed_dim": 8, "num_groups": 1, "depth_per_group": 1, "num_heads": 2, "window_size": 4,
               "mid_dim": 8}),
     "SwiftSRGAN": ArchSpec(
