@@ -340,3 +340,14 @@ def test_tiny_configs_are_small(tmp_path):
     for arch in ARCHS:
         cfg = tiny_config(arch)
         assert sum(p.numel() for p in instantiate(cfg).parameters()) < 400_000, arch
+
+
+def test_arguments_spandrel_cannot_read_from_a_file_warn():
+    with pytest.warns(UserWarning, match=r"gen\.window_size=8: spandrel cannot read window_size from a CRAFT file"):
+        SpandrelGenerator("CRAFT", scale=2, window_size=8, **ARCHS["CRAFT"].tiny)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SpandrelGenerator("CRAFT", scale=2, window_size=16, **ARCHS["CRAFT"].tiny)  # spandrel's value: silent
+    assert not [w for w in caught if "spandrel cannot read" in str(w.message)]

@@ -72,6 +72,9 @@ class ArchSpec:
     fixed_channels: int = 3
     clone_input: bool = False  # the network writes into its input tensor (RCAN multiplies it in place)
     rgb_only: bool = False     # has a channel argument but hard-codes 3-channel parts (RGB mean, ...)
+    # arguments spandrel cannot read from a file and assumes at these values: other values train, but spandrel
+    # (chaiNNer, ComfyUI, ...) would rebuild the exported file differently (our own sidecar rebuilds it exactly)
+    assumed_by_spandrel: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
 
     def constructor(self) -> type[nn.Module]:
@@ -95,7 +98,7 @@ ARCHS: dict[str, ArchSpec] = {
         note="RRDBNet; its state_dict uses the old ESRGAN keys (model.0.weight, ...); spandrel reads both key styles"),
     "RealPLKSR": ArchSpec(
         "PLKSR", "RealPLKSR", "upscaling_factor", None, None, _ANY,
-        tiny={"dim": 8, "n_blocks": 1, "kernel_size": 5}),
+        tiny={"dim": 8, "n_blocks": 1, "kernel_size": 5}, assumed_by_spandrel={"norm_groups": 4}),
     "PLKSR": ArchSpec(
         "PLKSR", "PLKSR", "upscaling_factor", None, None, _ANY,
         tiny={"dim": 8, "n_blocks": 1, "kernel_size": 5}),
@@ -138,6 +141,7 @@ ARCHS: dict[str, ArchSpec] = {
     "RCAN": ArchSpec(
         "RCAN", "RCAN", "scale", "n_colors", None, _POW2_3,
         tiny={"n_resgroups": 1, "n_resblocks": 1, "n_feats": 16, "reduction": 4}, clone_input=True, rgb_only=True,
+        assumed_by_spandrel={"rgb_range": 255},
         note="rgb_range stays 255: spandrel cannot detect it from a file"),
     "DRCT": ArchSpec(
         "DRCT", "DRCT", "upscale", "in_chans", None, _POW2_3, defaults={"upsampler": "pixelshuffle"},
@@ -147,24 +151,28 @@ ARCHS: dict[str, ArchSpec] = {
         "ATD", "ATD", "upscale", "in_chans", None, _POW2_3, defaults={"upsampler": "pixelshuffle"},
         tiny={"embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "num_tokens": 8,
               "reducted_dim": 2, "convffn_kernel_size": 3},
+        assumed_by_spandrel={"category_size": 256},
         size=_fixed(minimum=8)),
     "CRAFT": ArchSpec(
         "CRAFT", "CRAFT", "upscale", "in_chans", None, _POW2_3,
         tiny={"embed_dim": 12, "depths": [1], "num_heads": [2], "split_size_0": 2, "split_size_1": 4},
+        assumed_by_spandrel={"window_size": 16},
         size=_fixed(minimum=16, multiple_of=16)),
     "RGT": ArchSpec(
         "RGT", "RGT", "upscale", "in_chans", None, _POW2_3,
         tiny={"embed_dim": 12, "depth": [1], "num_heads": [2], "split_size": [2, 4]}, size=_fixed(minimum=16)),
     "DCTLSA": ArchSpec(
         "DCTLSA", "DCTLSA", "upscale", "in_nc", "out_nc", _ANY,
-        tiny={"nf": 10, "num_modules": 6}, size=_fixed(minimum=16)),
+        tiny={"nf": 10, "num_modules": 6}, size=_fixed(minimum=16), assumed_by_spandrel={"num_head": 5}),
     "DITN": ArchSpec(
         "DITN", "DITN", "upscale", "inp_channels", None, _ANY,
         tiny={"dim": 12, "ITL_blocks": 1, "SAL_blocks": 1, "UFONE_blocks": 1}, rgb_only=True,
+        assumed_by_spandrel={"patch_size": 8},
         size=lambda args: SizeRequirements(multiple_of=int(args.get("patch_size", 8)))),
     "SeemoRe": ArchSpec(
         "SeemoRe", "SeemoRe", "scale", "in_chans", None, _ANY,
-        tiny={"num_experts": 2, "num_layers": 1, "embedding_dim": 8}, size=_fixed(minimum=16), rgb_only=True),
+        tiny={"num_experts": 2, "num_layers": 1, "embedding_dim": 8}, size=_fixed(minimum=16), rgb_only=True,
+        assumed_by_spandrel={"recursive": 2}),
     "MoSR": ArchSpec(
         "MoSR", "MoSR", "upscale", "in_ch", "out_ch", _ANY, tiny={"n_block": 1, "dim": 8}),
     "MoESR": ArchSpec(
@@ -245,12 +253,23 @@ def constructor_args(arch: str, scale: int, in_channels: int = 3, out_channels: 
         raise ValueError(f"gen.in_channels: got {in_channels}; {arch} has {spec.fixed_channels} input channels only")
     if spec.out_arg is None and out_channels != (in_channels if spec.in_arg else spec.fixed_channels):
         raise ValueError(f"gen.out_channels: got {out_channels}; {arch} outputs as many channels as it reads")
+    _warn_undetectable(arch, spec, arch_args)
     args = {**_plain(spec.defaults), **_plain(arch_args), spec.scale_arg: int(scale)}
     if spec.in_arg:
         args[spec.in_arg] = int(in_channels)
     if spec.out_arg:
         args[spec.out_arg] = int(out_channels)
     return args
+
+
+def _warn_undetectable(arch: str, spec: ArchSpec, arch_args: Mapping[str, Any]) -> None:
+    import warnings
+
+    for key, assumed in spec.assumed_by_spandrel.items():
+        if key in arch_args and _plain(arch_args[key]) != assumed:
+            warnings.warn(f"gen.{key}={arch_args[key]!r}: spandrel cannot read {key} from a {arch} file and assumes "
+                          f"{assumed!r}; the exported weights will load in spandrel-based tools only with {key}={assumed!r}"
+                          f" (sr-lightning's own export sidecar rebuilds them exactly)", UserWarning, stacklevel=3)
 
 
 def _strip_net_prefix(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
