@@ -351,3 +351,8 @@ def test_arguments_spandrel_cannot_read_from_a_file_warn():
         warnings.simplefilter("always")
         SpandrelGenerator("CRAFT", scale=2, window_size=16, **ARCHS["CRAFT"].tiny)  # spandrel's value: silent
     assert not [w for w in caught if "spandrel cannot read" in str(w.message)]
+
+
+def test_class_scales_cover_every_architectures_scales():
+    offered = {scale for spec in ARCHS.values() for scale in spec.scales}
+    assert set(SpandrelGenerator.supported_scales) == offered

@@ -295,7 +295,9 @@ class SpandrelGenerator(nn.Module):
     key names; ``arch_args`` holds every constructor argument the network was built with.
     """
 
-    supported_scales: tuple[int, ...] = ()  # per architecture: the instance attribute (ARCHS[arch].scales)
+    # Every scale some listed architecture offers (config validation reads the class); each instance narrows
+    # it to its architecture's scales (ARCHS[arch].scales), and the constructor refuses the others.
+    supported_scales: tuple[int, ...] = (2, 3, 4, 8)
 
     def __init__(self, arch: str | None = None, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
                  **arch_args: Any):
