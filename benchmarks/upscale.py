@@ -3,6 +3,8 @@
     python benchmarks/upscale.py                 # SRResNet-16 and RRDB-23, x4, 512x512 and 1024x1024 inputs
     python benchmarks/upscale.py --quick         # small inputs for a 2-core CPU (minutes, not hours)
     python benchmarks/upscale.py --skip-large    # without the 4000x3000 x4 peak-RSS case
+    python benchmarks/upscale.py --cli-only --cli-size 6000x4000 --large-model tiny   # the `upscale` command's
+                                                 # peak RSS on a 6000x4000 file at x4 (read, upscale, write PNG)
 
 For each model and input size it times one forward pass of the whole image ("untiled") and of a 2x2 grid of
 tiles with the default overlap ("tiled") through `Upscaler`, the code path of the `upscale` command, and
@@ -13,6 +15,15 @@ channels_last=auto` resolves to on this machine (bf16 autocast only on CPUs with
 The large case (4000x3000 input, x4 -> 16000x12000 output) runs tiled in a subprocess and reports its peak
 RSS (resource.getrusage), next to the size of the uint8 output it must hold and of one full-size feature
 map that an untiled pass would need. Weights are random: speed and memory do not depend on them.
+
+The command case (`--cli-size`, default 6000x4000) runs `python -m sr_lightning upscale ... tile=auto` on a PNG
+file, as a user would, in a child of a fresh wrapper process, and reports that child's peak RSS
+(getrusage(RUSAGE_CHILDREN)) and wall time: reading, tiling, quantising and writing the 24000x16000 PNG
+together, next to the 1.07 GiB the uint8 output itself takes. Measured on the shared 2-core reference CPU with
+the tiny model (SRResNet, 8 channels, 1 block; memory and the I/O path do not depend on the model's weights):
+5.69 GiB peak before issue 15 (full-width float strips of 1024 px tiles, float copies of the input, Pillow's
+RGBX copy of the result), 2.52 GiB after, with the same pixels bit for bit. Of the 2.52 GiB, `import torch`
+(a CUDA build) is ~0.9 GiB and Lightning, which sr_lightning.checkpoint imports, 0.28 GiB.
 """
 from __future__ import annotations
 
@@ -132,6 +143,73 @@ print(json.dumps({{"peak_rss_gb": peak / 2**20, "import_rss_gb": base / 2**20, "
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """`_image` for any aspect ratio, built row band by row band (a 6000x4000 float64 grid would take 1.5 GB)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    xx = np.arange(width)[None, :] / width
+    for r0 in range(0, height, 500):
+        yy = np.arange(r0, min(height, r0 + 500))[:, None] / height
+        for c in range(3):
+            band = 0.5 + 0.4 * np.sin(6 * xx + c) * np.cos(4 * yy - c) + 0.05 * rng.standard_normal((len(yy), width))
+            out[r0:r0 + len(yy), :, c] = np.clip(band * 255, 0, 255).astype(np.uint8)
+    return out
+
+
+def _tiny_checkpoint(path: Path, model: str) -> Path:
+    """A checkpoint in the layout `train` writes (as tests/conftest.py does), with MODELS[model]'s weights."""
+    nets = {"tiny": {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": SCALE, "channels": 8,
+                     "blocks": 1},
+            "srresnet16": {"_target_": "sr_lightning.models.srresnet.SRResNet", "scale": SCALE, "channels": 64,
+                           "blocks": 16}}
+    if model not in nets:
+        raise SystemExit(f"--large-model {model}: the command case supports {', '.join(nets)}")
+    torch.manual_seed(0)
+    from hydra.utils import instantiate
+
+    state = {f"gen.{k}": v for k, v in instantiate(nets[model]).state_dict().items()}
+    cfg = {"gen": nets[model], "scale": SCALE, "color": "rgb", "value_range": [0.0, 1.0], "model_name": model}
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 0}, path)
+    return path
+
+
+# Runs the command as its child, so RUSAGE_CHILDREN is that one command's peak (this wrapper is fresh, so no
+# earlier child of the benchmark counts).
+_WRAPPER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+seconds = time.perf_counter() - start
+print(json.dumps({"rc": done.returncode, "seconds": seconds, "stdout": done.stdout[-2000:],
+                  "stderr": done.stderr[-3000:],
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))
+"""
+
+
+def cli_case(model: str, height: int, width: int, tile: str | int, overlap: int, workdir: Path,
+             keep: Path | None = None) -> dict:
+    """`python -m sr_lightning upscale` on a height x width PNG: peak RSS and wall time of the whole command."""
+    from PIL import Image
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / f"in_{width}x{height}.png"
+    if not src.is_file():
+        Image.fromarray(_photo(height, width)).save(src, compress_level=1)
+    ckpt = _tiny_checkpoint(workdir / f"{model}.ckpt", model)
+    out = keep or workdir / "out"
+    cmd = [sys.executable, "-m", "sr_lightning", "upscale", f"ckpt={ckpt}", f"input={src}", f"output={out}",
+           f"tile={tile}", f"tile_overlap={overlap}", "progress=false", "overwrite=true"]
+    result = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True, cwd=str(ROOT))
+    if result.returncode != 0:
+        raise SystemExit(f"command case failed:\n{result.stderr[-3000:]}")
+    res = json.loads(result.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        raise SystemExit(f"upscale exited {res['rc']}:\n{res['stdout']}\n{res['stderr']}")
+    res["output_gb"] = height * width * SCALE * SCALE * 3 / 2**30
+    res["output"] = str(out / src.name)
+    return res
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (2-core CPUs): SRResNet-16 on 192/384 px, "
@@ -146,6 +224,11 @@ def main() -> None:
     parser.add_argument("--large-size", default="4000x3000", help="WIDTHxHEIGHT of the large case's input")
     parser.add_argument("--large-tile", default="auto", help="tile of the large case: auto or px")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cli-size", default="6000x4000", help="WIDTHxHEIGHT of the command case's input")
+    parser.add_argument("--cli-only", action="store_true", help="only the command case (peak RSS of `upscale`)")
+    parser.add_argument("--skip-cli", action="store_true", help="skip the command case")
+    parser.add_argument("--workdir", default=None, help="folder for the command case's input, checkpoint and "
+                        "output (default: a temporary folder, removed)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,6 +243,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, x{SCALE}; default precision on this "
           f"machine: {default[0]}{' + channels_last' if default[2] else ''}")
 
+    if args.cli_only:
+        models, args.skip_large = [], True
     rows = throughput(models, sizes, args.overlap, [k for k in args.kinds.split(",") if k])
     if rows:
         ratios = [r["ratio"] for r in rows]
@@ -186,6 +271,25 @@ def main() -> None:
               f"{res['peak_rss_gb']:.2f} GiB (of which {res['import_rss_gb']:.2f} GiB before the image; the uint8 "
               f"output alone is {res['output_gb']:.2f} GiB; free memory now {available_memory_bytes() / 2**30:.1f} "
               f"GiB). Untiled, its largest single feature map alone would be {feature_gb:.1f} GiB.")
+
+    if not args.skip_cli:
+        import shutil
+        import tempfile
+
+        width, height = (int(v) for v in args.cli_size.lower().split("x"))
+        model = args.large_model or ("tiny" if args.quick or args.cli_only else "srresnet16")
+        tile = args.large_tile if args.large_tile == "auto" else int(args.large_tile)
+        workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sr_upscale_bench_"))
+        try:
+            res = cli_case(model, height, width, tile, args.overlap, workdir)
+        finally:
+            if not args.workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+        summary = next((line for line in res["stdout"].splitlines() if line.startswith("upscaled")), "")
+        print(f"command: upscale {model} {width}x{height} x{SCALE} -> {width * SCALE}x{height * SCALE} PNG, "
+              f"tile={tile}, overlap {args.overlap}: peak RSS {res['peak_rss_gb']:.2f} GiB (the uint8 output alone "
+              f"is {res['output_gb']:.2f} GiB), {res['seconds']:.0f} s wall including start-up and the PNG write "
+              f"({summary})", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ from sr_lightning.inference.tiling import (auto_tile_size, available_memory_byte
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
 
-__all__ = ["Upscaler", "bicubic_rows", "bicubic_region", "tiled_forward", "iter_tiled_blocks", "iter_tiled_rows", "auto_tile_size",
-           "available_memory_bytes", "plan_axis"]
+__all__ = ["Upscaler", "bicubic_rows", "bicubic_region", "tiled_forward", "iter_tiled_blocks", "iter_tiled_rows",
+           "auto_tile_size", "available_memory_bytes", "plan_axis"]
 
 # BT.601 luma, the weights PIL and MATLAB's rgb2gray use: RGB output of a gray input -> one channel again.
 _LUMA = (0.299, 0.587, 0.114)
