@@ -137,10 +137,56 @@ def test_msrresnet_layout_is_basicsr_not_srresnet_without_bn():
     assert sum(type(m) is torch.nn.ReLU for m in acts) == 3  # one per residual block
     assert [m.negative_slope for m in acts if isinstance(m, torch.nn.LeakyReLU)] == [0.1] * 4
     assert not any(isinstance(m, (torch.nn.PReLU, torch.nn.BatchNorm2d)) for m in net.modules())
-    # every conv starts at kaiming x 0.1 (std sqrt(2 / fan_in) * 0.1), biases at zero
-    hr_conv = net.tail[0]
-    assert hr_conv.weight.std().item() == pytest.approx(0.1 * (2 / (8 * 9)) ** 0.5, rel=0.25)
+
+
+def _kaiming_std(conv: torch.nn.Conv2d, negative_slope: float = 0.0) -> float:
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return (2 / ((1 + negative_slope ** 2) * fan_in)) ** 0.5
+
+
+def test_msrresnet_basicsr_init_scales_every_conv():
+    """init=basicsr: BasicSR's exact init, every conv at kaiming x 0.1 (std sqrt(2 / fan_in) * 0.1)."""
+    torch.manual_seed(0)
+    net = MSRResNet(scale=4, channels=32, blocks=3, init="basicsr")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        assert conv.weight.std().item() == pytest.approx(0.1 * _kaiming_std(conv), rel=0.25)
     assert all(torch.count_nonzero(m.bias) == 0 for m in convs)
+
+
+def test_msrresnet_default_init_keeps_the_main_path_at_unit_gain():
+    """Default (scaled_residuals): main path at plain kaiming, residual branches x 0.1, output conv at zero."""
+    torch.manual_seed(0)
+    net = MSRResNet(scale=4, channels=32, blocks=3)
+    assert net.init == "scaled_residuals"
+    main_path = [net.head[0], net.upsampler[0], net.upsampler[3], net.tail[0]]
+    for conv in main_path:
+        assert conv.weight.std().item() == pytest.approx(_kaiming_std(conv, 0.1), rel=0.25)
+    for block in net.body:
+        for conv in (block.body[0], block.body[2]):
+            assert conv.weight.std().item() == pytest.approx(0.1 * _kaiming_std(conv), rel=0.25)
+    out_conv = net.tail[2]
+    assert torch.count_nonzero(out_conv.weight) == 0 and torch.count_nonzero(out_conv.bias) == 0
+    # so the untrained net is exactly its image skip, and the output conv still gets a gradient
+    x = torch.rand(1, 3, 6, 6)
+    out = net(x)
+    torch.testing.assert_close(out, F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False))
+    out.square().sum().backward()
+    assert out_conv.weight.grad.abs().sum() > 0
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in convs)
+
+
+def test_lapsrn_inits_paper_and_scaled_residuals():
+    """init=paper: He init everywhere; default: the residual-image convs start at x 0.1."""
+    for init, factor in (("paper", 1.0), ("scaled_residuals", 0.1)):
+        torch.manual_seed(0)
+        net = LapSRN(scale=4, in_channels=3, channels=32, blocks=2, init=init)
+        for level in net.levels:
+            conv = level.to_residual
+            assert conv.weight.std().item() == pytest.approx(factor * _kaiming_std(conv, 0.2), rel=0.25), init
+            inner = level.features[0][1]
+            assert inner.weight.std().item() == pytest.approx(_kaiming_std(inner, 0.2), rel=0.25), init
 
 
 def test_rrdbnet_23_matches_basicsr_x4_count():
@@ -228,6 +274,8 @@ def test_channels_last_and_bf16_autocast(name):
     (lambda **kw: RRDBNet(scale=2, **kw), "output_activation", "relu", "none, sigmoid, tanh"),
     (lambda **kw: DCGANSRGenerator(scale=2, **kw), "output_activation", "linear", "none, sigmoid, tanh"),
     (lambda **kw: LapSRN(scale=2, **kw), "upsample", "nearest", "transposed, subpixel"),
+    (lambda **kw: LapSRN(scale=2, **kw), "init", "xavier", "scaled_residuals, paper"),
+    (lambda **kw: MSRResNet(scale=2, **kw), "init", "kaiming", "scaled_residuals, basicsr"),
 ])
 def test_unsupported_option_names_key_and_choices(factory, key, value, allowed):
     with pytest.raises(ValueError, match=f"{key}='{value}' is not supported; choose one of {allowed}"):

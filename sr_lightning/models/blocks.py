@@ -101,16 +101,17 @@ def make_output_activation(name: str | None) -> nn.Module:
     return nn.Identity()
 
 
-def scaled_kaiming_init_(modules: Iterable[nn.Module], scale: float = 0.1) -> None:
+def scaled_kaiming_init_(modules: Iterable[nn.Module], scale: float = 0.1, negative_slope: float = 0.0) -> None:
     """Kaiming-normal init multiplied by ``scale`` and zero biases (ESRGAN / MSRResNet).
 
     Small initial residual branches keep a deep stack of un-normalised residual blocks near the identity
-    at the start of training, which is what lets those networks train without BatchNorm.
+    at the start of training, which is what lets those networks train without BatchNorm. ``scale=1`` is plain
+    kaiming init for a (Leaky)ReLU of slope ``negative_slope`` (0: ReLU, BasicSR's choice for every conv).
     """
     for module in modules:
         for m in module.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                nn.init.kaiming_normal_(m.weight, a=negative_slope, mode="fan_in")
                 with torch.no_grad():
                     m.weight.mul_(scale)
                 if m.bias is not None:

@@ -21,9 +21,14 @@ from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, check_choi
                      init_generator_io, make_activation, make_output_activation, make_upsampler,
                      ResidualBlock, scaled_kaiming_init_, SubPixelUpsample)
 
-__all__ = ["SRResNet", "MSRResNet"]
+__all__ = ["SRResNet", "MSRResNet", "MSRRESNET_INITS"]
 
 IMAGE_SKIPS = ("none", "bilinear", "bicubic")
+
+# MSRResNet's initialisations. basicsr: BasicSR's (every conv at kaiming x0.1), for paper-exact reproduction; it
+# trains late (the quickstart's validation PSNR stayed at the untrained value for ~1,500 steps).
+# scaled_residuals: small only where it keeps the net at "skip + identity" (residual branches x0.1, output conv 0).
+MSRRESNET_INITS = ("scaled_residuals", "basicsr")
 
 
 def check_image_skip(module: nn.Module, owner: str, image_skip: str) -> str:
@@ -125,28 +130,52 @@ class MSRResNet(nn.Module):
         negative_slope: slope of the LeakyReLUs outside the residual blocks (BasicSR: 0.1).
         image_skip: bilinear (BasicSR) | bicubic | none: the upsampling of the input added to the output.
         output_activation: none (BasicSR, linear output) | sigmoid | tanh.
+        init: scaled_residuals (default) | basicsr. ``basicsr`` is BasicSR's exact init: every conv at
+            kaiming x0.1. ``scaled_residuals`` scales only the residual-branch convs by 0.1, starts the output
+            conv (the residual image) at zero and gives the main path (head, upsampler, HR conv) plain kaiming
+            init for its LeakyReLU (see ``MSRRESNET_INITS``).
     """
 
     supported_scales = (2, 3, 4, 8)
 
     def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int | None = None,
                  channels: int = 64, blocks: int = 16, negative_slope: float = 0.1,
-                 image_skip: str = "bilinear", output_activation: str = "none") -> None:
+                 image_skip: str = "bilinear", output_activation: str = "none",
+                 init: str = "scaled_residuals") -> None:
         super().__init__()
         owner = init_generator_io(self, scale, in_channels, out_channels)
         check_positive(owner, "channels", channels)
         check_positive(owner, "blocks", blocks, minimum=0)
         output_activation = check_choice(owner, "output_activation", output_activation, OUTPUT_ACTIVATIONS)
         self.image_skip = check_image_skip(self, owner, image_skip)
+        self.init = check_choice(owner, "init", init, MSRRESNET_INITS)
 
         self.head = nn.Sequential(conv3x3(self.in_channels, channels), nn.LeakyReLU(negative_slope))
         self.body = nn.Sequential(*(ResidualBlock(channels, "relu", batch_norm=False) for _ in range(blocks)))
         self.upsampler = SubPixelUpsample(channels, self.scale, "leakyrelu", negative_slope=negative_slope)
         self.tail = nn.Sequential(conv3x3(channels, channels), nn.LeakyReLU(negative_slope),
                                   conv3x3(channels, self.out_channels), make_output_activation(output_activation))
-        # BasicSR scales every conv of this network, not only the residual branches, so it starts close to
-        # the bilinear interpolation it adds.
-        scaled_kaiming_init_([self], 0.1)
+        self.reset_parameters(negative_slope)
+
+    def reset_parameters(self, negative_slope: float = 0.1) -> None:
+        """Initialise every conv as ``self.init`` says (biases at zero either way)."""
+        if self.init == "basicsr":
+            # BasicSR scales every conv of this network, not only the residual branches, so it starts close to
+            # the bilinear interpolation it adds -- but the signal then shrinks 10x at each of the 4-5 main-path
+            # convs, the residual output is ~1e-5 and the first layers' gradients sit under Adam's eps.
+            scaled_kaiming_init_([self], 0.1)
+            return
+        # Main path at unit gain: the features that reach the upsampler and the output conv have the input's
+        # magnitude, so every layer gets a usable gradient from the first step.
+        main_path = [self.head, self.upsampler, self.tail[0]]
+        scaled_kaiming_init_(main_path, 1.0, negative_slope=negative_slope)
+        # Residual branches at x0.1: the block stack starts near the identity. The output conv starts at zero,
+        # so the untrained net IS its image skip: at x0.1 with a unit-gain main path it added noise that made
+        # the start 2x worse than the skip and cost the first ~150 steps (measured: benchmarks/init_start.py).
+        # Its gradient is not zero, so it moves at the first step and the rest follows from the second.
+        scaled_kaiming_init_([self.body], 0.1)
+        nn.init.zeros_(self.tail[2].weight)
+        nn.init.zeros_(self.tail[2].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.tail(self.upsampler(self.body(self.head(x))))
