@@ -433,7 +433,8 @@ def _gen_config(name: str, scale: int, **overrides):
 
 
 def test_every_gen_yaml_exists_and_has_the_common_keys():
-    assert {p.stem for p in (CONF / "gen").glob("*.yaml")} == set(GEN_YAMLS)
+    # gen=spandrel wraps a third-party library and needs gen.arch: tests/test_spandrel.py covers it.
+    assert {p.stem for p in (CONF / "gen").glob("*.yaml")} - {"spandrel"} == set(GEN_YAMLS)
     for name, cls in GEN_YAMLS.items():
         raw = OmegaConf.load(CONF / "gen" / f"{name}.yaml")
         assert raw._target_ == f"{cls.__module__}.{cls.__name__}", name
