@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted
 
@@ -100,36 +100,3 @@ class GracefulStop(Callback):
         number = torch.tensor(signal.Signals[requested].value if requested else 0, device=trainer.strategy.root_device)
         number = int(trainer.strategy.reduce(number, reduce_op="max"))
         return signal.Signals(number).name if number else None
-
-
-class StepProgressBar(TQDMProgressBar):
-    """A progress bar over training *iterations* (0 .. trainer.max_steps) with ETA and the current losses.
-
-    Lightning's default bar restarts every epoch; SR training is scheduled in iterations (an "epoch" of random
-    crops means little), so the bar spans the whole run and starts at the resumed step.
-    """
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        bar = self.train_progress_bar
-        if total is None:
-            return super().on_train_epoch_start(trainer)
-        if bar.total != total:
-            bar.reset(total=total)
-            bar.initial = trainer.global_step
-            bar.n = trainer.global_step
-        bar.set_description("Training")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bar = self.train_progress_bar
-        if trainer.max_steps is None or trainer.max_steps <= 0:
-            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        n = trainer.global_step
-        if bar is not None and self._should_update(n, bar.total):
-            bar.n = n
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-            bar.refresh()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.train_progress_bar.disable:
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
