@@ -8,9 +8,11 @@ activation='swish'``.
 
 MSRResNet (BasicSR's ``MSRResNet``, the SRResNet of its benchmarks) is a different network, not SRResNet with
 BatchNorm switched off: 3x3 first and last convs, ReLU inside the residual blocks and LeakyReLU(0.1) elsewhere,
-no trunk conv and no global feature skip, an extra 3x3 conv at HR resolution before the output conv, every conv
-initialised at kaiming x 0.1, and the bilinear upsampling of the input added to the output. 1,517,571
-parameters at x4 with ``blocks=16, channels=64``, BasicSR's MSRResNet_x4 count.
+no trunk conv and no global feature skip, an extra 3x3 conv at HR resolution before the output conv, and the
+bilinear upsampling of the input added to the output. 1,517,571 parameters at x4 with ``blocks=16, channels=64``,
+BasicSR's MSRResNet_x4 count. BasicSR initialises every conv at kaiming x 0.1 (``init="basicsr"``); the default
+``init="scaled_residuals"`` keeps that only for the residual branches and starts the output conv at zero, so the
+net learns from its first steps (issue 14).
 """
 from __future__ import annotations
 
