@@ -4,9 +4,9 @@ A run stops at ``trainer.max_steps`` or ``trainer.max_time``, whichever comes fi
 large step cap (the quickstart: 4 min 15 s, max_steps=100000) a bar over steps says ``1% 750/100000 <9:21:28``,
 which describes a stop that never comes. So the bar follows the limit that will be hit first:
 
-* only max_steps: ``step 750/1000, 1:02 left``;
-* only max_time, or a time budget that runs out before the steps do: ``time 3:07/4:15, 1:08 left, step 750``;
-* both, steps first: ``step 750/1000, 1:02 left (time budget 3:07/4:15)``.
+* only max_steps: ``step 750/1000 (1:02 left)``;
+* only max_time, or a time budget that runs out before the steps do: ``time 3:07/4:15 (1:08 left), step 750``;
+* both, steps first: ``step 750/1000 (1:02 left), time budget 3:07/4:15``.
 
 With constant speed the limit whose *fraction done* is larger is reached first, so the choice needs no rate
 estimate and holds across a resume (Lightning's Timer keeps the elapsed training time in the checkpoint).
@@ -70,14 +70,14 @@ def progress_view(step: int, max_steps: int | None, elapsed: float, max_time: fl
     if time_fraction is not None and (step_fraction is None or time_fraction >= step_fraction):
         left = max(time_limit - elapsed, 0.0)
         steps = f"step {step}" + (f" (max {steps_limit})" if steps_limit else "")
-        text = (f"time {format_duration(elapsed)}/{format_duration(time_limit)}, {format_duration(left)} left, "
+        text = (f"time {format_duration(elapsed)}/{format_duration(time_limit)} ({format_duration(left)} left), "
                 f"{steps}")
         return ProgressView("time", min(elapsed, time_limit), time_limit, text)
     if step_fraction is not None:
         eta = _step_eta(step, steps_limit, elapsed, start_step, start_elapsed)
-        text = f"step {step}/{steps_limit}, {format_duration(eta)} left"
+        text = f"step {step}/{steps_limit} ({format_duration(eta)} left)"
         if time_limit:
-            text += f" (time budget {format_duration(elapsed)}/{format_duration(time_limit)})"
+            text += f", time budget {format_duration(elapsed)}/{format_duration(time_limit)}"
         return ProgressView("steps", step, steps_limit, text)
     return ProgressView(None, step, None, f"step {step}, {format_duration(elapsed)}")
 
