@@ -1,8 +1,10 @@
 """Checkpoint writing that never corrupts the previous file, and loading a generator for inference.
 
 `load_generator` is the single entry point of eval, upscale and export: it accepts a training checkpoint
-(`.ckpt`, the composed config lives in `hyper_parameters["cfg"]`) or exported weights (`.safetensors`
-with a `.json` sidecar, see `sr_lightning.commands.export`).
+(`.ckpt`, the composed config lives in `hyper_parameters["cfg"]`), exported weights (`.safetensors`
+with a `.json` sidecar, see `sr_lightning.commands.export`), or a community model file (`.pth`/`.safetensors`
+without a sidecar, e.g. a downloaded ESRGAN/SPAN/Compact model: spandrel detects architecture, size and scale,
+see `sr_lightning.models.spandrel_arch.load_model_file`).
 
 Every file a user names is untrusted: checkpoints are read with `torch.load(weights_only=True)` (tensors,
 numbers, strings, lists, dicts; never a Python object whose unpickling runs code), and a generator config
@@ -240,17 +242,23 @@ def generator_state(checkpoint: dict[str, Any], use_ema: bool = True) -> tuple[d
 
 
 def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedGenerator:
-    """Rebuild the generator of a `.ckpt` (or exported `.safetensors`/`.pt`/`.onnx` weights) in eval mode."""
+    """Rebuild the generator of a `.ckpt`, exported weights (`.safetensors`/`.pt`/`.onnx` with their sidecar) or
+    a community model file (architecture detected by spandrel) in eval mode."""
     from hydra.utils import instantiate
 
-    path = Path(path)
-    if path.suffix in (".safetensors", ".pt", ".onnx"):  # exported weights with their JSON sidecar
-        from sr_lightning.commands.export import load_exported
+    from sr_lightning.commands.export import load_exported, sidecar_path
 
-        return load_exported(path, map_location=map_location)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx" or (suffix in (".safetensors", ".pt") and sidecar_path(path).is_file()):
+        return load_exported(path, map_location=map_location)  # our export: the sidecar rebuilds it exactly
+    if suffix in (".safetensors", ".pt"):  # no sidecar: a community file, or our export without its sidecar
+        return load_model_file_generator(path, map_location)
     checkpoint = read_checkpoint(path)
-    cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg")
+    cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg") if isinstance(checkpoint, dict) else None
     if not cfg or "gen" not in cfg:
+        if is_bare_weights(checkpoint):  # a community .pth (state dict, or BasicSR's params/params_ema, ...)
+            return load_model_file_generator(path, map_location)
         raise CheckpointError(f"{path} has no sr-lightning config (hyper_parameters['cfg']); it was not written "
                               f"by `python -m sr_lightning train`. Export weights with their config instead.")
     check_generator_config(cfg["gen"], path)
@@ -266,4 +274,58 @@ def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: 
         net=net, scale=int(cfg["scale"]), value_range=tuple(cfg.get("value_range", (0.0, 1.0))),
         color=str(cfg.get("color", "rgb")), cfg=cfg, source=str(path), used_ema=used_ema,
         meta={"name": cfg.get("model_name"), "global_step": checkpoint.get("global_step")},
+    )
+
+
+# --- community model files ------------------------------------------------------------------------------------
+
+LIGHTNING_KEYS = ("pytorch-lightning_version", "hyper_parameters", "global_step", "optimizer_states")
+
+
+def is_bare_weights(checkpoint: Any) -> bool:
+    """A file holding only a model's tensors (as the SR community publishes them), not a training checkpoint.
+
+    Lightning checkpoints of other projects are not: their message stays "not written by sr-lightning train".
+    spandrel's own unwrapping (``params_ema``, ``state_dict``, ``module.`` prefixes) decides what the tensors are.
+    """
+    from spandrel import canonicalize_state_dict
+
+    if not isinstance(checkpoint, dict) or any(k in checkpoint for k in LIGHTNING_KEYS):
+        return False
+    try:
+        state = canonicalize_state_dict(dict(checkpoint))
+    except Exception:  # noqa: BLE001 - any structure spandrel cannot unwrap is not a weights file
+        return False
+    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def load_model_file_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedGenerator:
+    """A community `.pth`/`.safetensors` (no sidecar) as a `LoadedGenerator`: spandrel detects the architecture,
+    size and scale; the tensors are read weights-only. Every problem is one `CheckpointError` naming the file."""
+    from sr_lightning.models.spandrel_arch import ModelFileError, load_model_file
+
+    path = Path(path)
+    try:
+        net, info = load_model_file(path)
+    except ModelFileError as err:
+        from spandrel import UnsupportedModelError
+
+        from sr_lightning.commands.export import sidecar_path
+
+        hint = ""
+        if isinstance(err.__cause__, UnsupportedModelError) and path.suffix.lower() in (".safetensors", ".pt"):
+            hint = (f" (an sr-lightning export needs its sidecar {sidecar_path(path).name} next to it; bare weights "
+                    f"of one of our presets: upscale weights={path.name} model=<preset> scale=<n>)")
+        raise CheckpointError(f"{err}{hint}") from err
+    except ValueError as err:  # the detected network is one our generator refuses (e.g. a x1 restoration model)
+        raise CheckpointError(f"{path}: spandrel reads it, but not as a super-resolution generator here "
+                              f"({err})") from err
+    # 1-channel community models are grayscale: eval/upscale feed them luma (Y) and merge bicubic chroma
+    color = "rgb" if info["in_channels"] == 3 else "y"
+    cfg = {"gen": info["gen"], "scale": int(info["scale"]), "value_range": [0.0, 1.0], "color": color,
+           "model_name": path.stem}
+    return LoadedGenerator(
+        net=net.eval().to(map_location), scale=int(info["scale"]), value_range=(0.0, 1.0), color=color, cfg=cfg,
+        source=str(path), used_ema=False,
+        meta={"name": path.stem, "global_step": None, "arch": info["arch"], "format": "model file"},
     )

@@ -3,6 +3,10 @@
     python -m sr_lightning eval ckpt=<run>/checkpoints/best.ckpt data=[set5,set14,b100,urban100]
     python -m sr_lightning eval ckpt=[a.ckpt,b.ckpt] data=set5
     python -m sr_lightning eval model=bicubic data=folder data.hr_dir=PATH [data.lr_dir=PATH]
+    python -m sr_lightning eval weights=[4x_a.pth,4x_b.safetensors] ckpt=<run>/checkpoints/best.ckpt data=set5
+
+`weights=` takes community model files (.pth/.safetensors without a sidecar: spandrel detects architecture, size
+and scale) and our exports; one table then compares downloaded models, bicubic and our own runs.
 
 Every model is run on every set at full image size (tiled when `tile=` is set) and scored with
 `sr_lightning.metrics.image_metrics` (one value per image, averaged per set). The run directory receives
@@ -122,27 +126,38 @@ def _ckpt_list(value: Any) -> list[str]:
     return [str(v) for v in items]
 
 
-def load_checkpoints(paths: Sequence[str], use_ema: bool = True) -> list[EvalModel]:
-    """`ckpt=` entries -> EvalModels (EMA weights when present and asked for), with unique labels."""
+def load_checkpoints(paths: Sequence[str], use_ema: bool = True, key: str = "ckpt") -> list[EvalModel]:
+    """`ckpt=` / `weights=` entries -> EvalModels (EMA weights when present and asked for), with unique labels.
+
+    Both take every file `load_generator` reads: training checkpoints, exports with their sidecar, and community
+    model files (.pth/.safetensors without a sidecar, architecture detected by spandrel)."""
     from sr_lightning.checkpoint import CheckpointError, load_generator
 
     models = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.is_file():
-            raise EvalError(f"ckpt={raw}: file not found (give a run's checkpoints/best.ckpt or last.ckpt, or an "
-                            f"exported .safetensors with its .json sidecar)")
+            raise EvalError(f"{key}={raw}: file not found (give a run's checkpoints/best.ckpt or last.ckpt, an "
+                            f"exported .safetensors with its .json sidecar, or a model file .pth/.safetensors)")
         try:
             loaded = load_generator(path, use_ema=use_ema)
         except CheckpointError as err:
             raise EvalError(str(err)) from err
         cfg = loaded.cfg if isinstance(loaded.cfg, dict) else _plain(loaded.cfg) or {}
-        name = loaded.name if loaded.name not in (None, "", "None") else path.stem
         info = _config_info(cfg, loaded.meta.get("global_step"), bool(loaded.used_ema), str(path))
-        models.append(EvalModel(name, loaded.net.eval(), int(loaded.scale),
+        models.append(EvalModel(_model_label(loaded, path), loaded.net.eval(), int(loaded.scale),
                                 tuple(float(v) for v in loaded.value_range), str(loaded.color), info))
-    _unique_labels(models)
     return models
+
+
+def _model_label(loaded: Any, path: Path) -> str:
+    """A run's preset name (srresnet, ...); a community file's name, with the architecture spandrel detected
+    when the name does not already say it (`4x_foo [SPAN]`)."""
+    name = loaded.name if loaded.name not in (None, "", "None") else path.stem
+    arch = loaded.meta.get("arch")
+    if arch and arch.lower() not in name.lower():
+        name = f"{name} [{arch}]"
+    return name
 
 
 def _unique_labels(models: list[EvalModel]) -> None:
@@ -184,15 +199,19 @@ def build_models(cfg: DictConfig) -> list[EvalModel]:
 
     from sr_lightning.models import count_parameters
 
-    models = load_checkpoints(_ckpt_list(cfg.get("ckpt")), use_ema=bool(cfg.get("use_ema", True)))
+    use_ema = bool(cfg.get("use_ema", True))
+    models = (load_checkpoints(_ckpt_list(cfg.get("weights")), use_ema, key="weights")
+              + load_checkpoints(_ckpt_list(cfg.get("ckpt")), use_ema, key="ckpt"))
+    _unique_labels(models)
     scales = sorted({m.scale for m in models})
     if len(scales) > 1:
-        raise EvalError(f"ckpt: the checkpoints are x{' / x'.join(map(str, scales))} models; the benchmark folders "
+        which = ", ".join(f"{m.label} x{m.scale}" for m in models)
+        raise EvalError(f"ckpt/weights: the models have different scales ({which}); the benchmark folders "
                         f"are per scale, so evaluate one scale per run")
     if scales and scales[0] != int(cfg.scale):
         if _user_set("scale"):
-            raise EvalError(f"scale={cfg.scale} but the checkpoint(s) are x{scales[0]} models; drop scale= or set "
-                            f"scale={scales[0]}")
+            raise EvalError(f"scale={cfg.scale} but the checkpoint(s)/weights are x{scales[0]} models; drop scale= "
+                            f"or set scale={scales[0]}")
         cfg.scale = scales[0]    # the data configs interpolate ${scale}: Set5/x<scale>/...
     scale = int(cfg.scale)
 
@@ -207,7 +226,8 @@ def build_models(cfg: DictConfig) -> list[EvalModel]:
         models.append(EvalModel(preset.lower(), net.eval(), scale, tuple(float(v) for v in cfg.value_range),
                                 str(cfg.color), _config_info({}, None, None, f"model={preset}")))
     if not models:
-        raise EvalError("nothing to evaluate: give ckpt=<path> (or ckpt=[a.ckpt,b.ckpt]) and/or model=bicubic")
+        raise EvalError("nothing to evaluate: give ckpt=<path> (or ckpt=[a.ckpt,b.ckpt]), weights=<model file> "
+                        "and/or model=bicubic")
     if cfg.get("bicubic", True) and not any(m.label == "bicubic" for m in models):
         models.insert(0, EvalModel("bicubic", MatlabBicubic(scale), scale,
                                    info=_config_info({}, None, None, "MATLAB imresize")))
