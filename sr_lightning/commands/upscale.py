@@ -32,7 +32,10 @@ class UpscaleError(RuntimeError):
 # --- model ----------------------------------------------------------------------------------------------------
 
 def load_model(cfg: DictConfig):
-    """The generator named by ``ckpt=`` or ``weights=`` -> `sr_lightning.checkpoint.LoadedGenerator`."""
+    """The generator named by ``ckpt=`` or ``weights=`` -> `sr_lightning.checkpoint.LoadedGenerator`.
+
+    ``weights=``: an export with its sidecar; bare .safetensors with ``model=<preset>``; or, with neither, a
+    community .pth/.safetensors whose architecture, size and scale spandrel detects."""
     from sr_lightning.checkpoint import CheckpointError, LoadedGenerator, load_generator
     from sr_lightning.commands.export import (ExportError, build_from_config, load_exported, load_safetensors_into,
                                               sidecar_path)
@@ -49,15 +52,13 @@ def load_model(cfg: DictConfig):
             raise UpscaleError(f"weights={path}: file not found")
         if sidecar_path(path).is_file():
             return load_exported(path)
-        if path.suffix.lower() != ".safetensors":
-            raise UpscaleError(f"weights={path}: no sidecar {sidecar_path(path).name} next to it; export the "
-                               f"model with `python -m sr_lightning export`, or give bare .safetensors weights "
-                               f"with model=<preset>")
         gen = cfg.get("gen")
-        if not gen:
-            raise UpscaleError(f"weights={path} has no {sidecar_path(path).name} sidecar, so the architecture "
-                               f"is unknown: add model=<preset> (the conf/model preset it was trained with, e.g. "
-                               f"model=srresnet) and scale=<n>")
+        if not gen:  # no sidecar, no preset: a community model file, its architecture detected by spandrel
+            return load_generator(path)
+        if path.suffix.lower() != ".safetensors":
+            raise UpscaleError(f"weights={path}: no sidecar {sidecar_path(path).name} next to it; model=<preset> "
+                               f"takes bare .safetensors weights (drop model= to let spandrel detect a community "
+                               f"model file's architecture)")
         gen = OmegaConf.to_container(gen, resolve=True)
         net = build_from_config(gen, f"model preset gen={gen.get('_target_')}")
         preset = _choice("model") or "?"
