@@ -14,14 +14,15 @@ else) can use it without the training code's checkpoint:
   "value_range": [0.0, 1.0],                  # the network's input/output range (tanh models: [-1, 1])
   "color": "rgb",                             # rgb | y (Y channel of MATLAB BT.601; upscale merges Cb/Cr)
   "model_name": "srresnet", "source": "/abs/path/best.ckpt", "used_ema": true, "global_step": 12000,
-  "io": {"input": "lr", "output": "sr", "layout": "NCHW", "dynamic": ["height", "width"]},
+  "io": {"input": "lr", "output": "sr", "layout": "NCHW", "dynamic": ["batch", "height", "width"]},
   "torch": "2.14.1", "created": "2025-01-01T00:00:00+00:00"
 }
 ```
 
 ONNX and TorchScript files hold the bare network (input and output in ``value_range``, LapSRN reduced to
-its full-scale output); their height and width are dynamic, which the export checks by running two input
-sizes against PyTorch (ONNX through onnxruntime when it is installed; within 1e-4).
+its full-scale output); their batch, height and width are dynamic, which the export checks by running two
+batch sizes and input sizes against PyTorch (ONNX through onnxruntime when it is installed; within 1e-4).
+`ckpt=` takes whatever `load_generator` reads, community model files (.pth/.safetensors, spandrel) included.
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ IO_NAMES = ("lr", "sr")
 # Two input sizes (height, width) the exported graph is checked on: different from each other and odd, so a
 # graph that baked in the example's size or assumes even sizes fails the check instead of a later upscale.
 CHECK_SIZES = ((24, 32), (37, 45))
+# Batch sizes of the checks (one per size): the graph is exported at EXPORT_BATCH, checked at others too.
+# Not 1 for the export: torch.export specialises a dimension of size 1 to a constant.
+CHECK_BATCHES = (1, 3)
+EXPORT_BATCH = 2
 ONNX_TOLERANCE = 1e-4
 
 
@@ -98,7 +103,8 @@ def build_sidecar(loaded, fmt: str, weights: Path) -> dict[str, Any]:
         "source": str(Path(loaded.source).resolve()),
         "used_ema": bool(getattr(loaded, "used_ema", False)),
         "global_step": (loaded.meta or {}).get("global_step"),
-        "io": {"input": IO_NAMES[0], "output": IO_NAMES[1], "layout": "NCHW", "dynamic": ["height", "width"]},
+        "io": {"input": IO_NAMES[0], "output": IO_NAMES[1], "layout": "NCHW",
+               "dynamic": ["batch", "height", "width"] if fmt == "onnx" else ["height", "width"]},
         "torch": torch.__version__.split("+")[0],
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
@@ -256,11 +262,11 @@ class FinalOutput(nn.Module):
         return final_output(self.net(x))
 
 
-def _example(loaded, size: tuple[int, int], seed: int = 0) -> Tensor:
+def _example(loaded, size: tuple[int, int], seed: int = 0, batch: int = 1) -> Tensor:
     lo, hi = loaded.value_range
     channels = int(getattr(loaded.net, "in_channels", 1 if loaded.color == "y" else 3))
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(1, channels, *size, generator=generator) * (hi - lo) + lo
+    return torch.rand(batch, channels, *size, generator=generator) * (hi - lo) + lo
 
 
 def export_safetensors(loaded, out: Path) -> None:
@@ -314,31 +320,56 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _folded_reparameterisation(net: nn.Module):
+    """Re-parameterised convolutions (spandrel's SPAN: `Conv3XC`) fold their training branches into one
+    `eval_conv` on *every* eval-mode forward, writing `.data` in place, which torch.export cannot trace (it
+    fails, or crashes in its decompositions). Fold once here and skip the fold while exporting: the weights are
+    the same ones the eval forward would compute."""
+    folding = [m for m in net.modules() if callable(getattr(m, "update_params", None)) and hasattr(m, "eval_conv")]
+    with torch.no_grad():
+        for module in folding:
+            module.update_params()
+            module.update_params = _no_fold  # instance attribute: shadows the method until deleted
+    try:
+        yield
+    finally:
+        for module in folding:
+            del module.update_params
+
+
+def _no_fold() -> None:
+    return None
+
+
 def export_onnx(loaded, out: Path, opset: int, exporter: str) -> None:
+    """Batch, height and width dynamic (tiled upscaling feeds several tiles at once, other tools whole batches)."""
     model = FinalOutput(loaded.net).eval()
-    example = _example(loaded, CHECK_SIZES[0])
+    example = _example(loaded, CHECK_SIZES[0], batch=EXPORT_BATCH)
     names = {"input_names": [IO_NAMES[0]], "output_names": [IO_NAMES[1]]}
-    with _quiet_exporter():
+    with _quiet_exporter(), _folded_reparameterisation(model):
         if exporter == "dynamo":
-            dims = {2: torch.export.Dim("height", min=4), 3: torch.export.Dim("width", min=4)}
+            dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=4),
+                    3: torch.export.Dim("width", min=4)}
             torch.onnx.export(model, (example,), str(out), dynamo=True, dynamic_shapes=(dims,),
                               opset_version=opset, external_data=False, verbose=False, **names)
         else:
             torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=opset,
-                              dynamic_axes={IO_NAMES[0]: {2: "height", 3: "width"},
-                                            IO_NAMES[1]: {2: "out_height", 3: "out_width"}}, **names)
+                              dynamic_axes={IO_NAMES[0]: {0: "batch", 2: "height", 3: "width"},
+                                            IO_NAMES[1]: {0: "batch", 2: "out_height", 3: "out_width"}}, **names)
 
 
 def check_onnx(loaded, path: Path) -> list[float] | None:
-    """Max |onnxruntime - PyTorch| on each check size, or None when onnxruntime is not installed."""
+    """Max |onnxruntime - PyTorch| on each check size and batch (CHECK_SIZES x CHECK_BATCHES, pairwise), or None
+    when onnxruntime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
     runner = OnnxGenerator(path, 0, 0, int(loaded.scale))
     model = FinalOutput(loaded.net).eval()
     diffs = []
     with torch.inference_mode():
-        for i, size in enumerate(CHECK_SIZES):
-            x = _example(loaded, size, seed=i)
+        for i, (size, batch) in enumerate(zip(CHECK_SIZES, CHECK_BATCHES)):
+            x = _example(loaded, size, seed=i, batch=batch)
             ours, theirs = model(x), runner(x)
             if ours.shape != theirs.shape:
                 diffs.append(float("inf"))
@@ -409,7 +440,7 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
                 if checks is None:
                     log.info("onnxruntime is not installed: the ONNX file was not checked")
         if checks is not None and not all(d <= ONNX_TOLERANCE for d in checks):
-            sizes = ", ".join(f"{h}x{w}: {d:.2e}" for (h, w), d in zip(CHECK_SIZES, checks))
+            sizes = ", ".join(f"{_check_label(fmt, i)}: {d:.2e}" for i, d in enumerate(checks))
             raise ExportError(f"{out.name}: the exported {fmt} model differs from PyTorch by more than "
                               f"{ONNX_TOLERANCE:g} ({sizes}); its graph is not size-independent. "
                               f"Use format=safetensors")
@@ -421,8 +452,16 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     if checks is not None:
         meta["check"] = {"sizes": [list(s) for s in CHECK_SIZES], "max_abs_diff": checks,
                          "against": "onnxruntime" if fmt == "onnx" else "torch.jit.load"}
+        if fmt == "onnx":
+            meta["check"]["batches"] = list(CHECK_BATCHES)
     write_sidecar(out, meta)
     return out, meta
+
+
+def _check_label(fmt: str, i: int) -> str:
+    """`3x37x45` (batch x height x width) for ONNX checks, `37x45` for TorchScript's (batch 1)."""
+    h, w = CHECK_SIZES[i]
+    return f"{CHECK_BATCHES[i]}x{h}x{w}" if fmt == "onnx" else f"{h}x{w}"
 
 
 def main(cfg: DictConfig) -> int:
@@ -437,7 +476,8 @@ def main(cfg: DictConfig) -> int:
             f"value_range={meta['value_range']}) -> {path} ({path.stat().st_size / 1e6:.1f} MB) "
             f"+ sidecar {sidecar_path(path).name}")
     if "check" in meta:
-        diffs = ", ".join(f"{h}x{w}: {d:.1e}" for (h, w), d in zip(CHECK_SIZES, meta["check"]["max_abs_diff"]))
+        diffs = ", ".join(f"{_check_label(meta['format'], i)}: {d:.1e}"
+                          for i, d in enumerate(meta["check"]["max_abs_diff"]))
         line += f"; checked against {meta['check']['against']}, max |diff| {diffs}"
     print(line)
     return 0
