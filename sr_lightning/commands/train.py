@@ -6,6 +6,7 @@ Every run ends with `<run dir>/summary.json` (status completed | failed), which 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -147,8 +148,156 @@ def init_generator_from(module, path: str) -> bool:
     return used_ema
 
 
+def _task_overrides() -> dict[str, str]:
+    """The command line's `key=value` overrides (`++`/`+`/`~` prefixes dropped): what the user set explicitly."""
+    try:
+        task = HydraConfig.get().overrides.task
+    except ValueError:  # no Hydra run (a config composed by hand)
+        return {}
+    return {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in task if "=" in o}
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    """Whether `init_from=path` is one of our training checkpoints (its config in hyper_parameters['cfg'])."""
+    from sr_lightning.checkpoint import load_checkpoint_file
+    from sr_lightning.commands.export import sidecar_path
+
+    if path.suffix.lower() in (".safetensors", ".onnx") or sidecar_path(path).is_file():  # exports, model files
+        return False
+    checkpoint = load_checkpoint_file(path, key="init_from")
+    return isinstance(checkpoint, dict) and bool((checkpoint.get("hyper_parameters") or {}).get("cfg"))
+
+
+def init_from_model_file(cfg: DictConfig):
+    """`init_from=<model file>` (a community .pth/.safetensors, or our export with its sidecar): the generator
+    becomes the network in the file, replacing `cfg.gen`, `cfg.scale`, `cfg.color` and `cfg.value_range` before
+    anything is built, so the run's checkpoint stores a config that rebuilds that network (eval, upscale, export,
+    resume). The rest of the preset (disc, loss, optimiser) stays: a GAN preset adds its D.
+
+    Returns the loaded generator, whose weights `_build` copies into G and its EMA; None when `init_from` is unset,
+    missing (reported later) or one of our training checkpoints (`init_generator_from` loads those into the
+    preset's generator). What the user set explicitly (scale=, color=, gen.arch=, gen.<argument>=) must agree
+    with the file: one SetupError naming both otherwise.
+    """
+    from sr_lightning.checkpoint import CheckpointError, load_generator
+
+    if not cfg.get("init_from"):
+        return None
+    path = Path(str(cfg.init_from)).expanduser()
+    if not path.is_file() or _is_training_checkpoint(path):
+        return None
+    try:
+        loaded = load_generator(path)
+    except CheckpointError as err:
+        raise SetupError(f"init_from={err}" if str(err).startswith(str(path)) else f"init_from={path}: {err}") from err
+    gen = loaded.cfg.get("gen") if isinstance(loaded.cfg, dict) else None
+    if loaded.meta.get("format") in ("onnx", "torchscript") or not isinstance(gen, dict):
+        raise SetupError(f"init_from={path}: a {loaded.meta.get('format')} export holds a fixed graph, not trainable "
+                         f"weights; give its .safetensors export or the run's checkpoint")
+    gen = OmegaConf.to_container(OmegaConf.create(gen), resolve=True)
+    _check_user_choices(cfg, path, loaded, gen)
+    with open_dict(cfg):
+        cfg.gen = gen
+        cfg.scale = int(loaded.scale)
+        cfg.color = str(loaded.color)
+        cfg.value_range = [float(v) for v in loaded.value_range]
+    what = loaded.meta.get("arch") or str(gen.get("_target_", "?")).rsplit(".", 1)[-1]
+    print(f"init_from={path}: {what} x{loaded.scale} detected; it is this run's generator (gen config from the "
+          f"file), starting from its weights", flush=True)
+    return loaded.net
+
+
+def _check_user_choices(cfg: DictConfig, path: Path, loaded, gen: dict[str, Any]) -> None:
+    """scale=, color=, value_range=, gen.arch= and gen.<argument>= given on the command line must fit the file."""
+    user = _task_overrides()
+    label = f"init_from={path}"
+    what = loaded.meta.get("arch") or str(gen.get("_target_", "?")).rsplit(".", 1)[-1]
+    if "scale" in user and int(cfg.scale) != int(loaded.scale):
+        raise SetupError(f"scale={cfg.scale} but {label} is a x{loaded.scale} {what} model; drop scale= (the file "
+                         f"decides) or give a x{cfg.scale} model file")
+    if "color" in user and str(cfg.color) != str(loaded.color):
+        raise SetupError(f"color={cfg.color} but {label} is a {loaded.net.in_channels}-channel model "
+                         f"(color={loaded.color}); drop color=")
+    if "value_range" in user and [float(v) for v in cfg.value_range] != [float(v) for v in loaded.value_range]:
+        raise SetupError(f"value_range={list(cfg.value_range)} but {label} works in {list(loaded.value_range)}; "
+                         f"drop value_range=")
+    user_arch = OmegaConf.select(cfg, "gen.arch", default=None) if "gen.arch" in user else None
+    if user_arch is not None and user_arch != gen.get("arch"):
+        raise SetupError(f"gen.arch={user_arch} but {label} holds a {what} model; drop gen.arch= (the file "
+                         f"decides the architecture) or give a {user_arch} file")
+    # an architecture argument given on the command line is checked against the file's network, not dropped
+    hyper = dict(getattr(getattr(loaded.net, "net", None), "hyperparameters", None) or {})
+    for key in sorted(k[len("gen."):] for k in user if k.startswith("gen.") and k.count(".") == 1):
+        if key in ("arch", "_target_", "scale"):
+            continue
+        wanted = plain(OmegaConf.to_container(cfg.gen, resolve=True).get(key))
+        theirs = gen[key] if key in gen else hyper.get(key, _MISSING)
+        if theirs is _MISSING:
+            raise SetupError(f"gen.{key}={wanted}: the generator is {label}'s {what} model, which has no {key}; "
+                             f"drop gen.{key}=")
+        if plain(theirs) != wanted:
+            raise SetupError(f"gen.{key}={wanted} but {label}'s {what} model has {key}={plain(theirs)}; drop "
+                             f"gen.{key}= (the file decides the network's size)")
+
+
+_MISSING = object()
+
+
+def plain(value: Any) -> Any:
+    """Tuples (spandrel's hyperparameters) and lists (configs) compare equal: both become lists."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_problem(device_type: str) -> str | None:
+    """Why torch.compile cannot run on `device_type` here (None: it works), found once per process by compiling
+    a tiny function: inductor needs a working C++ compiler on CPUs and Triton on GPUs, and a network compiled
+    without one fails at its first forward, deep inside training."""
+    import torch
+
+    try:
+        probe = torch.compile(lambda x: x * 2.0 + 1.0, dynamic=False)
+        probe(torch.ones(4, device=device_type))
+    except Exception as err:  # noqa: BLE001 - BackendCompilerFailed, a missing compiler, an unsupported device
+        text = " ".join(str(err).split())
+        return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+    return None
+
+
+_COMPILE_WARNED: set[str] = set()
+
+
+def compile_networks(module, device_type: str) -> bool:
+    """`module.compile=true`: compile G and D in place (`nn.Module.compile`: the state_dict keys stay the same,
+    `torch.compile(net)` would prefix them with `_orig_mod.`). Called before the Trainer wraps the module in DDP.
+    Without a working compiler it warns once and leaves them eager. Returns whether they were compiled."""
+    problem = compiler_problem(device_type)
+    if problem is not None:
+        if device_type not in _COMPILE_WARNED and _first_process():
+            _COMPILE_WARNED.add(device_type)
+            log.warning("module.compile=true: torch.compile does not work on %s here (%s); training runs "
+                        "uncompiled", device_type, problem)
+        return False
+    module.gen.compile()
+    if module.disc is not None:
+        module.disc.compile()
+    return True
+
+
+def _device_type(cfg: DictConfig) -> str:
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None = None,
-           stop_requests: StopRequests | None = None, resume_check: tuple[dict, str, str] | None = None):
+           stop_requests: StopRequests | None = None, resume_check: tuple[dict, str, str] | None = None,
+           initial=None):
     """Data, module, trainer and checkpointer of a run; `resumed` = (run dir of the checkpoint, its step).
 
     With `stop_requests` a Ctrl-C / SIGTERM during training ends the run after the current step, with
@@ -161,6 +310,8 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
     from sr_lightning.models import count_parameters
     from sr_lightning.module import SRModule
 
+    if cfg.module.get("compile", False) not in (True, False):
+        raise ConfigError("module.compile", f"got {cfg.module.compile!r}; allowed: true, false")
     precision, amp, channels_last = resolve_precision(str(cfg.precision), str(cfg.trainer.accelerator),
                                                       cfg.module.channels_last)
     with open_dict(cfg):  # the choice is recorded in the run config (config_resolved.yaml, checkpoint, W&B)
@@ -170,16 +321,22 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
 
     datamodule = instantiate(cfg.data)
     module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last, output_dir=str(output_dir))
-    if cfg.init_from:
+    if initial is not None:  # init_from=<model file>: cfg.gen was made from it, so the weights fit exactly
+        module.gen.load_state_dict(initial.state_dict())
+        if module.gen_ema is not None:
+            module.gen_ema.load_state_dict(initial.state_dict())
+        log.info("initialised G from %s", cfg.init_from)
+    elif cfg.init_from:
         init_generator_from(module, cfg.init_from)
     if resume_check is not None:
         check_resume_architecture(module, *resume_check)
+    compiled = bool(cfg.module.get("compile")) and compile_networks(module, _device_type(cfg))
 
     g_params = count_parameters(module.gen)
     d_params = count_parameters(module.disc) if module.disc is not None else 0
     print(f"model={cfg.model_name}  G {cfg.gen._target_.rsplit('.', 1)[-1]}: {g_params:,} parameters"
           + (f"  D {cfg.disc._target_.rsplit('.', 1)[-1]}: {d_params:,} parameters" if module.disc is not None else "  (no D)")
-          + f"  precision={precision} channels_last={channels_last}", flush=True)
+          + f"  precision={precision} channels_last={channels_last}" + ("  compiled" if compiled else ""), flush=True)
 
     loggers = [_make_logger(c, output_dir, resumed) for c in (cfg.get("logger") or {}).values() if c]
     for logger in loggers:
@@ -370,6 +527,7 @@ def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[st
 
     _one_line_per_log_message()
     output_dir = _output_dir()
+    initial = init_from_model_file(cfg)  # before validation: the file decides gen, scale, color, value_range
     validate_train_config(cfg)
     check_accelerator(cfg, HydraConfig.get().runtime.choices.get("trainer"))  # before any data or model work
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -379,7 +537,7 @@ def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[st
         raise SetupError(f"ckpt_path={ckpt_path}: file not found")
     if cfg.init_from and not Path(cfg.init_from).is_file():  # before the model is built
         raise SetupError(f"init_from={cfg.init_from}: file not found (give init_from=<a run's checkpoint>, e.g. "
-                         f"outputs/<date>/<time>/checkpoints/best.ckpt)")
+                         f"outputs/<date>/<time>/checkpoints/best.ckpt, or a model file .pth/.safetensors)")
     if cfg.resume == "auto" and not ckpt_path:
         done = _completed_summary(cfg, output_dir)
         if done is not None:  # e.g. the finished jobs of a sweep that is being resumed
@@ -398,7 +556,9 @@ def train(cfg: DictConfig, stop_requests: StopRequests | None = None) -> dict[st
     if ckpt_path is None:
         _archive_earlier_run(output_dir)
     resume_check = (resume_from, ckpt_path, "ckpt_path" if cfg.ckpt_path else "resume=auto") if ckpt_path else None
-    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed, stop_requests, resume_check)
+    datamodule, module, trainer, checkpointer, params = _build(cfg, output_dir, resumed, stop_requests, resume_check,
+                                                               initial)
+    del initial
     del resume_from, resume_check  # memory-mapped; Lightning reads the file itself
 
     started = time.time()
