@@ -243,6 +243,14 @@ def _check_user_choices(cfg: DictConfig, path: Path, loaded, gen: dict[str, Any]
 _MISSING = object()
 
 
+def load_initial_weights(module, initial) -> None:
+    """init_from=<model file>: G and its EMA start from the file's weights (strict: cfg.gen was made from it)."""
+    state = initial.state_dict()
+    module.gen.load_state_dict(state)
+    if module.gen_ema is not None:
+        module.gen_ema.load_state_dict(state)
+
+
 def plain(value: Any) -> Any:
     """Tuples (spandrel's hyperparameters) and lists (configs) compare equal: both become lists."""
     if isinstance(value, (list, tuple)):
@@ -321,10 +329,8 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
 
     datamodule = instantiate(cfg.data)
     module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last, output_dir=str(output_dir))
-    if initial is not None:  # init_from=<model file>: cfg.gen was made from it, so the weights fit exactly
-        module.gen.load_state_dict(initial.state_dict())
-        if module.gen_ema is not None:
-            module.gen_ema.load_state_dict(initial.state_dict())
+    if initial is not None:
+        load_initial_weights(module, initial)
         log.info("initialised G from %s", cfg.init_from)
     elif cfg.init_from:
         init_generator_from(module, cfg.init_from)
