@@ -11,8 +11,13 @@ Both paths do exactly the same work per step: forward, L1 loss, backward, gradie
 zero_grad, EMA update — on fixed in-memory tensors so data loading is not measured (see benchmarks/data.py).
 
 usage: python benchmarks/train_step.py [--quick] [--steps N] [--models srresnet msrresnet rrdbnet] [--device cuda]
+                                     [--gan]
   --quick uses batch 4 and crop 48 (minutes instead of tens of minutes on 2 CPU cores).
   --device cuda times the same on the first GPU (both paths synchronise before reading the clock).
+  --gan times a whole SRGAN iteration instead (model=srgan_mse: SRResNet G + VGG D, MSE + vanilla adversarial, G
+      and D updates, default precision) through the Trainer in one run whose steps alternate between the G update
+      as before issue 14 (it also ran D on the HR batch) and now (only a relativistic loss makes it do that), so
+      load changes on a shared machine hit both alike; --steps steps of each. Prints both medians and the ratio.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402
 
 from sr_lightning.commands.train import resolve_precision  # noqa: E402
+from sr_lightning.losses import AdversarialLoss  # noqa: E402
 from sr_lightning.module import SRModule  # noqa: E402
 
 PRESETS = {"srresnet": ["model=srresnet"], "msrresnet": ["model=msrresnet"], "rrdbnet": ["model=rrdb_psnr"]}
@@ -123,6 +129,54 @@ def plain_steps(module: SRModule, batch: int, crop: int, steps: int, warmup: int
     return times[warmup:]
 
 
+class DOnHRAlways(AdversarialLoss):
+    """The G update as before issue 14: D runs on the HR batch whatever the adversarial loss."""
+
+    needs_real_for_generator = True
+
+
+class AlternateDOnHR(pl.Callback):
+    """Switches the G update between the two behaviours every step and times each step into its bin, so that
+    both see the same load on a shared machine (a step is one G update + one D update)."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.times: dict[bool, list[float]] = {True: [], False: []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._always = trainer.global_step % 2 == 0
+        pl_module.adv_loss.__class__ = DOnHRAlways if self._always else AdversarialLoss
+        self._t = clock(pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        elapsed = clock(pl_module.device) - self._t
+        if trainer.global_step > self.warmup:
+            self.times[self._always].append(elapsed)
+
+
+def gan_comparison(batch: int, crop: int, steps: int, warmup: int, device: torch.device) -> None:
+    precision, amp, channels_last = resolve_precision("auto", "gpu" if device.type == "cuda" else "cpu", "auto")
+    print(f"SRGAN iteration (model=srgan_mse: G update + D update), {precision}, channels_last={channels_last}; "
+          f"the two G-update variants alternate step by step in one run")
+    torch.manual_seed(0)
+    cfg = compose_train(["~data", "model=srgan_mse", f"crop={crop}", f"batch_size={batch}"], output_dir=Path("/tmp"))
+    module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last)
+    timer = AlternateDOnHR(warmup)
+    loader = DataLoader(FixedBatches(batch, crop), batch_size=batch)
+    trainer = pl.Trainer(max_steps=2 * steps + warmup, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[timer], accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                         precision="32-true")
+    trainer.fit(module, train_dataloaders=loader)
+    labels = {True: "before: D on HR in every G update", False: "now: D on HR only for ragan"}
+    for always, label in labels.items():
+        t = timer.times[always]
+        print(f"  {label:34s} median {statistics.median(t) * 1e3:8.1f} ms  min {min(t) * 1e3:8.1f} ms  "
+              f"over {len(t)} steps")
+    ratio = statistics.median(timer.times[False]) / statistics.median(timer.times[True])
+    print(f"  now / before = {ratio:5.3f} (medians), {min(timer.times[False]) / min(timer.times[True]):5.3f} (minima)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -130,6 +184,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--gan", action="store_true", help="time an SRGAN iteration before/after issue 14")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -146,6 +201,9 @@ def main() -> None:
              else f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"batch {batch}, HR crop {crop}, x4; {args.steps} timed steps after {args.warmup} warm-up; "
           f"torch {torch.__version__}, {where}")
+    if args.gan:
+        gan_comparison(batch, crop, args.steps, args.warmup, device)
+        return
     for model in args.models:
         fp32_plain = None
         for label, precision, channels_last in settings:
