@@ -154,12 +154,30 @@ class AlternateDOnHR(pl.Callback):
             self.times[self._always].append(elapsed)
 
 
+def iteration_gflop(cfg, amp, channels_last: bool, always: bool, batch: int, crop: int, device: torch.device) -> float:
+    """Floating-point work of one SRGAN iteration (forward + backward of G and D, both updates): a count that,
+    unlike the clock, does not depend on what else the machine is doing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last)
+    if always:
+        module.adv_loss.__class__ = DOnHRAlways
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision="32-true")
+    with FlopCounterMode(display=False) as counter:
+        trainer.fit(module, train_dataloaders=DataLoader(FixedBatches(batch, crop), batch_size=batch))
+    return counter.get_total_flops() / 1e9
+
+
 def gan_comparison(batch: int, crop: int, steps: int, warmup: int, device: torch.device) -> None:
     precision, amp, channels_last = resolve_precision("auto", "gpu" if device.type == "cuda" else "cpu", "auto")
     print(f"SRGAN iteration (model=srgan_mse: G update + D update), {precision}, channels_last={channels_last}; "
           f"the two G-update variants alternate step by step in one run")
     torch.manual_seed(0)
     cfg = compose_train(["~data", "model=srgan_mse", f"crop={crop}", f"batch_size={batch}"], output_dir=Path("/tmp"))
+    before, now = (iteration_gflop(cfg, amp, channels_last, always, batch, crop, device) for always in (True, False))
+    print(f"  work per iteration: before {before:.2f} GFLOP, now {now:.2f} GFLOP, now / before = {now / before:5.3f}")
     module = SRModule(cfg, amp_dtype=amp, channels_last=channels_last)
     timer = AlternateDOnHR(warmup)
     loader = DataLoader(FixedBatches(batch, crop), batch_size=batch)
