@@ -8,6 +8,9 @@ its first forward and backward); the compile time is that first compiled step mi
 
 usage: python benchmarks/compile_step.py [--steps 20] [--warmup 3] [--batch 16] [--crop 64] [--device cpu|cuda]
 Prints the median step times, the ratio eager / compiled (> 1: compiling pays off) and the compile time.
+
+Measured (2-core AVX2 EPYC shared with other jobs, torch 2.14.1, `--steps 6 --warmup 2`): eager 11.9 s/step,
+compiled 6.75 s/step, ratio 1.76; compile time 121 s. Absolute times are load-inflated; the ratio is within one run.
 """
 from __future__ import annotations
 
