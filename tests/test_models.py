@@ -56,7 +56,7 @@ GEN_SCALE_PAIRS = [(name, scale) for name in TINY for scale in _supported(name)]
 def test_registry_lists_every_backbone():
     zoo = models.available()
     assert set(zoo["generators"]) == {"srresnet", "msrresnet", "rrdbnet", "lapsrn", "dcgan_sr", "bicubic", "bilinear",
-                                      "nearest", "neighbour_avg"}
+                                      "nearest", "neighbour_avg", "spandrel"}
     assert set(zoo["discriminators"]) == {"vgg", "patchgan", "unet"}
     for cls in zoo["generators"].values():
         assert isinstance(cls.supported_scales, tuple) and cls.supported_scales

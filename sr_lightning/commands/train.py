@@ -314,7 +314,7 @@ def _build(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | None =
     from hydra.utils import instantiate
 
     from sr_lightning.callbacks import GracefulStop, SRCheckpoint
-    from sr_lightning.checkpoint import AtomicCheckpointIO
+    from sr_lightning.checkpoint_io import AtomicCheckpointIO
     from sr_lightning.models import count_parameters
     from sr_lightning.module import SRModule
 

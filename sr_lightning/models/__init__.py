@@ -21,7 +21,7 @@ from .srresnet import MSRResNet, SRResNet
 
 __all__ = [
     "GENERATORS", "DISCRIMINATORS", "available", "count_parameters", "final_output",
-    "SRResNet", "MSRResNet", "RRDBNet", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
+    "SRResNet", "MSRResNet", "RRDBNet", "SpandrelGenerator", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
     "VGGStyleDiscriminator", "PatchGANDiscriminator", "UNetDiscriminatorSN",
 ]
 
@@ -46,9 +46,21 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 }
 
 
+def __getattr__(name: str):
+    # spandrel imports every architecture it knows (~2 s, ~170 MB): only the runs that use one pay for it, not
+    # every eval/upscale of our own nets (upscale's peak memory counts).
+    if name == "SpandrelGenerator":
+        from .spandrel_arch import SpandrelGenerator
+
+        return SpandrelGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def available() -> dict[str, dict[str, type[nn.Module]]]:
     """Every backbone by registry name, as fresh dicts the caller may modify."""
-    return {"generators": dict(GENERATORS), "discriminators": dict(DISCRIMINATORS)}
+    from .spandrel_arch import SpandrelGenerator
+
+    return {"generators": {**GENERATORS, "spandrel": SpandrelGenerator}, "discriminators": dict(DISCRIMINATORS)}
 
 
 def count_parameters(module: nn.Module | None) -> int:
