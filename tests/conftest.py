@@ -112,3 +112,18 @@ def write_checkpoint(path: Path, gen: dict, color: str = "rgb", value_range=(0.0
            "value_range": list(value_range), "model_name": "tiny", "crop": 32, "lr": 1e-4}
     torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "global_step": 5}, path)
     return path
+
+
+def write_png_bomb(path: Path, width: int = 14000, height: int = 13000) -> Path:
+    """A PNG whose header claims width x height (8-bit gray) but holds one row of data: a decompression bomb that
+    costs nothing unless something decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import write_png_bomb
+
 from sr_lightning.data.imageio import (
     ImageReadError,
     ImageWarning,
@@ -171,19 +173,7 @@ def test_write_float_and_jpeg(tmp_path):
 
 # --- decompression bombs (max_pixels) ---------------------------------------------------------------------------
 
-def _png_header_only(path, width: int, height: int):
-    """A PNG whose header claims width x height (8-bit gray) but holds one row of data: a bomb that costs nothing
-    unless something decodes it."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
-    return path
+_png_header_only = write_png_bomb
 
 
 def test_bomb_refused_by_default_naming_file_size_limit_and_key(tmp_path):

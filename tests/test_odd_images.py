@@ -7,9 +7,7 @@ the decompression-bomb limit is refused before any work with one `error:` line n
 from __future__ import annotations
 
 import csv
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY
+from conftest import TINY, write_png_bomb
 from sr_lightning.data import DatasetError, FolderSource, SRDataModule
 from sr_lightning.data.datasets import DataWarning
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
@@ -37,15 +35,7 @@ def _folder(path: Path, sizes=(96, 96, 96), tiny: int | None = 16) -> Path:
     return path
 
 
-def _bomb(path: Path, width: int = 14000, height: int = 13000) -> Path:
-    """A PNG whose header claims width x height pixels but holds almost no data (refused before decoding)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
-    return path
+_bomb = write_png_bomb
 
 
 def _read_csv(path: Path) -> list[dict]:
