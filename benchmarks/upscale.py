@@ -24,7 +24,8 @@ the tiny model (SRResNet, 8 channels, 1 block; memory and the I/O path do not de
 5.69 GiB peak before issue 15 (full-width float strips of 1024 px tiles, float copies of the input, Pillow's
 RGBX copy of the result), 2.52 GiB after (CPU time 204 s before, 210 s after). Of the 2.52 GiB, `import torch`
 (a CUDA build) is ~0.9 GiB and Lightning, which sr_lightning.checkpoint imports, 0.28 GiB: without that import
-the same run peaked at 2.26 GiB. At equal tile size the pixels are bit for bit those of the strip version;
+the same run peaked at 2.26 GiB. With that import gone from the upscale path (checkpoint_io.py), the command
+peaks at 2.30 GiB (178 s wall, machine otherwise running the test suite). At equal tile size the pixels are bit for bit those of the strip version;
 tile=auto now picks 536 px instead of 1024 here, which moves the cross-fades (max 1 grey level, 0.08% of pixels).
 """
 from __future__ import annotations
