@@ -234,7 +234,7 @@ def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: 
     cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg") if isinstance(checkpoint, dict) else None
     if not cfg or "gen" not in cfg:
         if is_bare_weights(checkpoint):  # a community .pth (state dict, or BasicSR's params/params_ema, ...)
-            return load_model_file_generator(path, map_location)
+            return load_model_file_generator(path, map_location, contents=checkpoint)
         raise CheckpointError(f"{path} has no sr-lightning config (hyper_parameters['cfg']); it was not written "
                               f"by `python -m sr_lightning train`. Export weights with their config instead.")
     check_generator_config(cfg["gen"], path)
@@ -275,14 +275,16 @@ def is_bare_weights(checkpoint: Any) -> bool:
     return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-def load_model_file_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedGenerator:
+def load_model_file_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                              contents: Any = None) -> LoadedGenerator:
     """A community `.pth`/`.safetensors` (no sidecar) as a `LoadedGenerator`: spandrel detects the architecture,
-    size and scale; the tensors are read weights-only. Every problem is one `CheckpointError` naming the file."""
+    size and scale; the tensors are read weights-only (`contents`: already read, not read again). Every problem is
+    one `CheckpointError` naming the file."""
     from sr_lightning.models.spandrel_arch import ModelFileError, load_model_file
 
     path = Path(path)
     try:
-        net, info = load_model_file(path)
+        net, info = load_model_file(path, contents)
     except ModelFileError as err:
         from spandrel import UnsupportedModelError
 

@@ -226,6 +226,8 @@ def _check_user_choices(cfg: DictConfig, path: Path, loaded, gen: dict[str, Any]
         raise SetupError(f"gen.arch={user_arch} but {label} holds a {what} model; drop gen.arch= (the file "
                          f"decides the architecture) or give a {user_arch} file")
     # an architecture argument given on the command line is checked against the file's network, not dropped
+    from sr_lightning.models.spandrel_arch import plain_value as plain  # tuples and lists compare equal
+
     hyper = dict(getattr(getattr(loaded.net, "net", None), "hyperparameters", None) or {})
     for key in sorted(k[len("gen."):] for k in user if k.startswith("gen.") and k.count(".") == 1):
         if key in ("arch", "_target_", "scale"):
@@ -249,15 +251,6 @@ def load_initial_weights(module, initial) -> None:
     module.gen.load_state_dict(state)
     if module.gen_ema is not None:
         module.gen_ema.load_state_dict(state)
-
-
-def plain(value: Any) -> Any:
-    """Tuples (spandrel's hyperparameters) and lists (configs) compare equal: both become lists."""
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 @functools.lru_cache(maxsize=None)

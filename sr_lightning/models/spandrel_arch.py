@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -224,12 +223,12 @@ def _spec(arch: str | None) -> ArchSpec:
     raise ValueError(f"gen.arch: got {arch!r}; allowed: {trainable}")
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """OmegaConf containers and tuples -> lists/dicts, so the architecture gets ordinary Python values."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     return value
 
 
@@ -254,7 +253,7 @@ def constructor_args(arch: str, scale: int, in_channels: int = 3, out_channels: 
     if spec.out_arg is None and out_channels != (in_channels if spec.in_arg else spec.fixed_channels):
         raise ValueError(f"gen.out_channels: got {out_channels}; {arch} outputs as many channels as it reads")
     _warn_undetectable(arch, spec, arch_args)
-    args = {**_plain(spec.defaults), **_plain(arch_args), spec.scale_arg: int(scale)}
+    args = {**plain_value(spec.defaults), **plain_value(arch_args), spec.scale_arg: int(scale)}
     if spec.in_arg:
         args[spec.in_arg] = int(in_channels)
     if spec.out_arg:
@@ -266,7 +265,7 @@ def _warn_undetectable(arch: str, spec: ArchSpec, arch_args: Mapping[str, Any]) 
     import warnings
 
     for key, assumed in spec.assumed_by_spandrel.items():
-        if key in arch_args and _plain(arch_args[key]) != assumed:
+        if key in arch_args and plain_value(arch_args[key]) != assumed:
             warnings.warn(f"gen.{key}={arch_args[key]!r}: spandrel cannot read {key} from a {arch} file and assumes "
                           f"{assumed!r}; the exported weights will load in spandrel-based tools only with {key}={assumed!r}"
                           f" (sr-lightning's own export sidecar rebuilds them exactly)", UserWarning, stacklevel=3)
@@ -347,7 +346,7 @@ def pad_to_requirements(x: Tensor, req: SizeRequirements) -> tuple[Tensor, bool]
 def gen_config(arch: str, scale: int = 4, in_channels: int = 3, **arch_args: Any) -> dict[str, Any]:
     """The ``gen`` config (with ``_target_``) that builds ``SpandrelGenerator(arch, scale, ...)``."""
     return {"_target_": TARGET, "arch": arch, "scale": int(scale), "in_channels": int(in_channels),
-            **_plain(arch_args)}
+            **plain_value(arch_args)}
 
 
 def tiny_config(arch: str, scale: int = 4, in_channels: int = 3) -> dict[str, Any]:
@@ -373,8 +372,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """
     import pickle
 
-    from spandrel import canonicalize_state_dict
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
@@ -399,6 +396,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except Exception as err:  # truncated, TorchScript archive, not a torch file
             raise ModelFileError(f"{path}: not a readable weights file ({type(err).__name__}: "
                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from err
+    return weights_of(path, state)
+
+
+def weights_of(path: str | os.PathLike, state: Any) -> dict[str, Tensor]:
+    """The model tensors of what a weights file held, unwrapped by ``spandrel.canonicalize_state_dict``."""
+    from spandrel import canonicalize_state_dict
+
     if not isinstance(state, Mapping):
         raise ModelFileError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
     state = canonicalize_state_dict(dict(state))
@@ -415,7 +419,7 @@ def _arch_name(model: nn.Module, arch_id: str) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return a is b or _plain(a) == _plain(b)
+    return a is b or plain_value(a) == plain_value(b)
 
 
 def _is_plain(value: Any) -> bool:
@@ -443,26 +447,27 @@ def config_from_hyperparameters(name: str, hyperparameters: Mapping[str, Any], w
             continue
         if not _is_plain(value):
             raise ModelFileError(f"{where}: {name} argument {key}={value!r} cannot be written in a config")
-        args[key] = _plain(value)
+        args[key] = plain_value(value)
     cfg = gen_config(name, scale, in_channels, **args)
     if out_channels != in_channels:
         cfg["out_channels"] = out_channels
     return cfg
 
 
-def load_model_file(path: str | os.PathLike) -> tuple[SpandrelGenerator, dict[str, Any]]:
+def load_model_file(path: str | os.PathLike, contents: Any = None) -> tuple[SpandrelGenerator, dict[str, Any]]:
     """A community SR model (architecture, size and scale detected by spandrel) as a `SpandrelGenerator`.
 
     Returns ``(net, info)``: ``net`` in eval mode on the CPU holding the file's weights (spandrel key names), and
     ``info`` = ``{"arch", "scale", "in_channels", "out_channels", "gen", "tags", "source"}`` where ``gen`` is the
     config (``_target_`` + arguments) that rebuilds the same network, e.g. for ``init_from=<file>`` without a
     ``gen.arch``, or the ``gen`` of an exported model's sidecar. Raises `ModelFileError` (one line naming the
-    file) for unreadable or unsafe files, unknown architectures and ones that do not train here.
+    file) for unreadable or unsafe files, unknown architectures and ones that do not train here. ``contents``:
+    what a caller already read from the file weights-only (the file is then not read again).
     """
     from spandrel import ImageModelDescriptor, MAIN_REGISTRY, UnsupportedModelError
 
     path = Path(path)
-    state = read_state_dict(path)
+    state = read_state_dict(path) if contents is None else weights_of(path, contents)
     try:
         descriptor = MAIN_REGISTRY.load(state)
     except UnsupportedModelError as err:
