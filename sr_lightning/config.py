@@ -11,12 +11,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sr_lightning.errors import UserError
+
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 SCHEDULERS = (None, "multistep", "cosine")
 COLORS = ("rgb", "y")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key and the allowed values."""
 
     def __init__(self, key: str, message: str):

@@ -150,23 +150,23 @@ def test_resume_auto_through_the_cli_reproduces_a_straight_run(cli, tmp_path):
     (False, False, False, "auto", "auto", ("32-true", None, True)),            # AVX2 CPU: bf16 would be slower
 ])
 def test_precision_auto_picks_per_machine(monkeypatch, cuda, gpu_bf16, cpu_bf16, accelerator, requested, expected):
-    from sr_lightning.commands import train
+    from sr_lightning import precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_bf16)
-    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: cpu_bf16)
-    assert train.resolve_precision(requested, accelerator, "auto") == expected
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: cpu_bf16)
+    assert precision.resolve_precision(requested, accelerator, "auto") == expected
     # an explicit channels_last always wins
-    assert train.resolve_precision(requested, accelerator, False)[2] is False
+    assert precision.resolve_precision(requested, accelerator, False)[2] is False
 
 
 def test_fp16_is_refused_without_a_gpu(monkeypatch):
-    from sr_lightning.commands import train
     from sr_lightning.config import ConfigError
+    from sr_lightning.precision import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="16-mixed needs a CUDA GPU") as info:
-        train.resolve_precision("16-mixed", "auto", "auto")
+        resolve_precision("16-mixed", "auto", "auto")
     assert info.value.key == "precision"
 
 

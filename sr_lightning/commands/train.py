@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_lightning.config import ConfigError, check_accelerator, validate_train_config
+from sr_lightning.precision import resolve_precision
 
 if TYPE_CHECKING:
     from sr_lightning.interrupt import StopRequests, TrainingInterrupted
@@ -32,39 +33,6 @@ log = logging.getLogger("sr_lightning.train")
 
 class SetupError(RuntimeError):
     """Raised for problems found before the first training step (printed as one line)."""
-
-
-def cpu_supports_bf16() -> bool:
-    """bf16 autocast only pays off on CPUs with native bf16 (AVX512-BF16 / AMX).
-
-    Measured on the project's reference 2-core AVX2 EPYC: a 6-conv stack ran 6x *slower* in bf16 than fp32,
-    so `precision=auto` keeps fp32 there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_precision(requested: str, accelerator: str, channels_last: Any) -> tuple[str, str | None, bool]:
-    """Return (precision name recorded in the config, autocast dtype name or None, channels_last)."""
-    import torch  # lazily: this module is also imported by Hydra's sweep callback for light commands
-
-    on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    if requested == "auto":
-        if on_gpu:
-            requested = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        else:
-            requested = "bf16-mixed" if cpu_supports_bf16() else "32-true"
-    if requested == "16-mixed" and not on_gpu:
-        raise ConfigError("precision", "16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32-true")
-    amp = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "16-mixed": "float16"}.get(requested)
-    if channels_last == "auto":
-        # channels_last was faster on the reference CPU even in fp32 (0.53 s vs 0.72 s per conv-stack step);
-        # on GPUs it pays off with tensor-core (mixed) precision.
-        channels_last = (not on_gpu) or amp is not None
-    return requested, amp, bool(channels_last)
 
 
 def _output_dir() -> Path:

@@ -95,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_run_options(cfg: DictConfig, device: torch.device, eager: bool) -> tuple[str, torch.dtype | None, bool]:
     """(precision name, autocast dtype or None, channels_last) with the same `auto` rules as training."""
-    from sr_lightning.commands.train import resolve_precision
+    from sr_lightning.precision import resolve_precision
     from sr_lightning.config import ConfigError
 
     try:
