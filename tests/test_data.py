@@ -9,20 +9,13 @@ import torch
 from PIL import Image
 
 from sr_lightning.data import FolderSource, SampleSource, SRDataModule
-from sr_lightning.data.datasets import (
-    CacheBudget,
-    DatasetError,
-    DatasetMissingError,
-    DataWarning,
-    ImageCache,
-    PairAugment,
-    PairLoader,
-    TrainPatchDataset,
-    bicubic_lr_window,
-    pair_files,
-    pairing_key,
-)
+from sr_lightning.data.augment import PairAugment
+from sr_lightning.data.cache import CacheBudget, ImageCache
+from sr_lightning.data.errors import DatasetError, DatasetMissingError, DataWarning
 from sr_lightning.data.imageio import ImageReadError, ImageWarning, read_rgb_uint8
+from sr_lightning.data.pair_loader import PairLoader, bicubic_lr_window
+from sr_lightning.data.pairing import pair_files, pairing_key
+from sr_lightning.data.patches import TrainPatchDataset
 from sr_lightning.ops.color import rgb2y_uint8
 from sr_lightning.ops.imresize import imresize_np
 
@@ -447,9 +440,9 @@ def test_prepare_cuts_aligned_subimages_used_for_training(tmp_path):
         y, x = hits[0]
         np.testing.assert_array_equal(full_lr[y // 4: y // 4 + 12, x // 4: x // 4 + 12], sub_lr)
     # LR sub-images of another scale are never paired with them.
-    from sr_lightning.data.datasets import _prepared
+    from sr_lightning.data.subimages import is_prepared
 
-    assert _prepared(hr_out, lr_out, 4) and not _prepared(hr_out, lr_out, 2)
+    assert is_prepared(hr_out, lr_out, 4) and not is_prepared(hr_out, lr_out, 2)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import TINY, write_png_bomb
 from sr_lightning.data import DatasetError, FolderSource, SRDataModule
-from sr_lightning.data.datasets import DataWarning
+from sr_lightning.data.errors import DataWarning
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
 from sr_lightning.metrics import MetricsWarning, SRMetrics, min_scored_size
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "SRDataModule": "sr_lightning.data.datamodule",
-    "FolderSource": "sr_lightning.data.datasets",
-    "DatasetError": "sr_lightning.data.datasets",
-    "DatasetMissingError": "sr_lightning.data.datasets",
+    "FolderSource": "sr_lightning.data.folder_source",
+    "DatasetError": "sr_lightning.data.errors",
+    "DatasetMissingError": "sr_lightning.data.errors",
     "SampleSource": "sr_lightning.data.sample",
     "RandomDegradation": "sr_lightning.data.degradations",
     "ImageReadError": "sr_lightning.data.imageio",
@@ -25,8 +25,9 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sr_lightning.data.datamodule import SRDataModule
-    from sr_lightning.data.datasets import DatasetError, DatasetMissingError, FolderSource
     from sr_lightning.data.degradations import RandomDegradation
+    from sr_lightning.data.errors import DatasetError, DatasetMissingError
+    from sr_lightning.data.folder_source import FolderSource
     from sr_lightning.data.imageio import ImageReadError, ImageTooLargeError, read_image, read_rgb_uint8, write_image
     from sr_lightning.data.sample import SampleSource
 

@@ -21,25 +21,22 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from sr_lightning.data.datasets import (
-    CacheBudget,
-    DataWarning,
-    DatasetError,
-    FolderSource,
-    FullImageDataset,
-    ImageCache,
-    PairAugment,
-    PairLoader,
-    TrainPatchDataset,
-    filter_too_small,
-)
+from sr_lightning.config import COLORS
+from sr_lightning.data.augment import PairAugment
+from sr_lightning.data.cache import CacheBudget, ImageCache
 from sr_lightning.data.degradations import RandomDegradation
+from sr_lightning.data.errors import DatasetError, DataWarning
+from sr_lightning.data.folder_source import FolderSource
+from sr_lightning.data.full_images import FullImageDataset
 from sr_lightning.data.imageio import resolve_max_pixels
+from sr_lightning.data.pair_loader import PairLoader
+from sr_lightning.data.patches import TrainPatchDataset
+from sr_lightning.data.records import filter_too_small
 from sr_lightning.data.sampling import StreamDataset, StreamSampler
+from sr_lightning.ops.value_range import from_unit, to_unit
 
 log = logging.getLogger(__name__)
 
-COLORS = ("rgb", "y")
 _SPLIT_USE = {"val": "validation", "test": "testing/eval"}
 
 
@@ -335,15 +332,14 @@ class SRDataModule(pl.LightningDataModule):
     def degrade_batch(self, hr: torch.Tensor, keys: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """LR for an HR batch in value_range: a fresh draw per batch, or one fixed draw per key (image)."""
         degrade = self._make_degradation()
-        lo, hi = self.value_range
-        hr01 = (hr - lo) / (hi - lo)
+        hr01 = to_unit(hr, self.value_range)
         if keys is None:
             lr01 = degrade(hr01)
         else:
             keys = keys.tolist() if torch.is_tensor(keys) else list(keys)
             lr01 = torch.cat([degrade(hr01[i: i + 1], degrade.generator(hr.device, int(k)))
                               for i, k in enumerate(keys)])
-        return lr01 * (hi - lo) + lo
+        return from_unit(lr01, self.value_range)
 
     # -- resumable state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -12,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from sr_lightning.data.datasets import DatasetError, ImageRecord
+from sr_lightning.data.errors import DatasetError
 from sr_lightning.data.imageio import ImageReadError, to_rgb_uint8
+from sr_lightning.data.records import ImageRecord
 
 # name -> (H, W) of the bundled file, and a note of what it shows (to choose splits).
 SAMPLE_IMAGES: dict[str, tuple[tuple[int, int], str]] = {
