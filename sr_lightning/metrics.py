@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from sr_lightning.ops.color import _MATRIX, _OFFSET
+from sr_lightning.ops.color import BT601_MATRIX, BT601_OFFSET
 
 __all__ = ["image_metrics", "SRMetrics", "to_uint8_values", "rgb_to_y_uint8_values", "psnr", "ssim",
            "load_lpips", "lpips_weights_path", "LPIPS_MISSING", "METRIC_KEYS", "min_scored_size", "can_score",
@@ -64,7 +64,7 @@ LPIPS_MISSING = "n/a (weights missing)"
 
 _SSIM_SIGMA = 1.5       # torchmetrics derives the window size from sigma: 2*int(3.5*1.5+0.5)+1 = 11
 _SSIM_RADIUS = 5        # (11 - 1) / 2: the border of the SSIM map that depends on padded pixels
-_LUMA = _MATRIX[0] / 219.0   # BT.601 luma weights on full range (0.299, 0.587, 0.114), ~MATLAB rgb2gray
+_LUMA = BT601_MATRIX[0] / 219.0  # BT.601 luma weights on full range (0.299, 0.587, 0.114), ~MATLAB rgb2gray
 SSIM_WINDOW = 2 * _SSIM_RADIUS + 1
 # The smallest side (after the border crop) each LPIPS backbone accepts: below it their strided convolutions
 # and max-poolings have nothing left to pool (found by running torchmetrics' networks on growing inputs).
@@ -96,8 +96,8 @@ def to_uint8_values(x: Tensor) -> Tensor:
 
 def rgb_to_y_uint8_values(rgb: Tensor) -> Tensor:
     """(…,3,H,W) values 0..255 -> (…,1,H,W) MATLAB ``rgb2ycbcr`` Y of a uint8 image (rounded, 16..235)."""
-    w = torch.as_tensor(_MATRIX[0] / 255.0, dtype=rgb.dtype, device=rgb.device)
-    return _round_half_up(torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3) + _OFFSET[0])
+    w = torch.as_tensor(BT601_MATRIX[0] / 255.0, dtype=rgb.dtype, device=rgb.device)
+    return _round_half_up(torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3) + BT601_OFFSET[0])
 
 
 def _rgb_to_gray_uint8_values(rgb: Tensor) -> Tensor:

@@ -338,6 +338,14 @@ def test_pairing_never_uses_a_near_miss(tmp_path):
         pair_files([Path("img_1.png"), Path("img_10.png")], [Path("img_10x4.png")], 4)
 
 
+def test_data_errors_are_user_errors():
+    """The CLI prints a UserError as one `error:` line (exit 2); callers catching ValueError keep working."""
+    from sr_lightning.errors import UserError
+
+    for cls in (DatasetError, DatasetMissingError, ImageReadError):
+        assert issubclass(cls, UserError) and issubclass(cls, ValueError)
+
+
 def test_crop_not_divisible_by_scale(tmp_path):
     _hr_folder(tmp_path / "hr", n=1)
     with pytest.raises(DatasetError, match=r"crop: got 18, not divisible by scale=4.*16 or 20"):

@@ -127,3 +127,17 @@ def test_datamodule_degrades_on_device_hook(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], dm.degrade_batch(next(iter(dm.val_dataloader()))["hr"]))
     assert dm.state_dict()["degradation_batches"] == 2  # only the training draws advance the counter
+
+
+def test_degrade_batch_maps_the_value_range():
+    """A [-1, 1] model gets the same LR as a [0, 1] model, mapped: the degradation itself works in [0, 1]."""
+    cfg = {"kernel_size": 11, "jpeg_quality": None}
+    unit = SRDataModule(None, None, scale=4, value_range=[0, 1], seed=3, degradation=cfg)
+    signed = SRDataModule(None, None, scale=4, value_range=[-1, 1], seed=3, degradation=cfg)
+    hr = _smooth_batch(n=2, size=32, seed=5)
+    lr_unit = unit.degrade_batch(hr, keys=[7, 8])
+    lr_signed = signed.degrade_batch(hr * 2 - 1, keys=[7, 8])
+    assert lr_signed.min() < 0  # really in [-1, 1], not the [0, 1] output passed through
+    diff = (lr_signed - (lr_unit * 2 - 1)).abs()
+    # Both are quantised to 8 bit after the same draw: at most a rounding-boundary step apart, almost all equal.
+    assert diff.max() <= 2 / 255 + 1e-6 and diff.mean() < 1e-4

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sr_lightning.errors import UserError
+
 # Formats a super-resolution data set is realistically stored in. Anything else is refused up front:
 # guessing at e.g. a RAW or a PDF would only produce a confusing error later.
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
@@ -35,7 +37,7 @@ DEFAULT_MAX_PIXELS = 2 * int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 MAX_PIXELS_KEY = "max_pixels"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image that cannot be used; the message names the file and the remedy."""
 
     def __init__(self, path: str | os.PathLike, problem: str, remedy: str):

@@ -11,14 +11,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["rgb2ycbcr", "ycbcr2rgb", "rgb2y_uint8", "rgb2ycbcr_uint8", "ycbcr2rgb_uint8"]
+__all__ = ["BT601_MATRIX", "BT601_OFFSET", "rgb2ycbcr", "ycbcr2rgb", "rgb2y_uint8", "rgb2ycbcr_uint8",
+           "ycbcr2rgb_uint8"]
 
 # MATLAB rgb2ycbcr.m: ycbcr = OFFSET + MATRIX @ rgb, with rgb in [0,1] and ycbcr in [0,255] before /255.
-_MATRIX = np.array([[65.481, 128.553, 24.966],
+# Public: metrics rounds its own Y from row 0 (on 0..255 value tensors) and derives its grey weights from it.
+BT601_MATRIX = np.array([[65.481, 128.553, 24.966],
                     [-37.797, -74.203, 112.0],
                     [112.0, -93.786, -18.214]], dtype=np.float64)
-_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float64)
-_INVERSE = np.linalg.inv(_MATRIX)
+BT601_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float64)
+_INVERSE = np.linalg.inv(BT601_MATRIX)
 
 
 def _check_rgb(x: Tensor, fn: str) -> None:
@@ -40,15 +42,15 @@ def rgb2ycbcr(x: Tensor, y_only: bool = False) -> Tensor:
     """RGB in [0,1] -> YCbCr in [0,1] (Y in [16/255, 235/255]); ``y_only`` returns the (…,1,H,W) Y channel."""
     _check_rgb(x, "rgb2ycbcr")
     if y_only:
-        return _apply(x, _MATRIX[:1] / 255.0, _OFFSET[:1] / 255.0)
-    return _apply(x, _MATRIX / 255.0, _OFFSET / 255.0)
+        return _apply(x, BT601_MATRIX[:1] / 255.0, BT601_OFFSET[:1] / 255.0)
+    return _apply(x, BT601_MATRIX / 255.0, BT601_OFFSET / 255.0)
 
 
 def ycbcr2rgb(x: Tensor) -> Tensor:
     """YCbCr in [0,1] (MATLAB BT.601) -> RGB in [0,1] (not clamped: callers clamp)."""
     _check_rgb(x, "ycbcr2rgb")
     # rgb = inv(M) @ (ycbcr*255 - offset)  =  (255*inv(M)) @ ycbcr - inv(M) @ offset
-    return _apply(x, _INVERSE * 255.0, -(_INVERSE @ _OFFSET))
+    return _apply(x, _INVERSE * 255.0, -(_INVERSE @ BT601_OFFSET))
 
 
 def _round_uint8(v: np.ndarray) -> np.ndarray:
@@ -66,16 +68,16 @@ def _as_rgb_uint8(img: np.ndarray, fn: str) -> np.ndarray:
 def rgb2ycbcr_uint8(img: np.ndarray) -> np.ndarray:
     """(H,W,3) uint8 RGB -> (H,W,3) uint8 YCbCr, as MATLAB ``rgb2ycbcr`` on a uint8 image."""
     rgb = _as_rgb_uint8(img, "rgb2ycbcr_uint8").astype(np.float64) / 255.0
-    return _round_uint8(rgb @ _MATRIX.T + _OFFSET)
+    return _round_uint8(rgb @ BT601_MATRIX.T + BT601_OFFSET)
 
 
 def rgb2y_uint8(img: np.ndarray) -> np.ndarray:
     """(H,W,3) uint8 RGB -> (H,W) uint8 Y (rounded), the channel SR papers compute PSNR/SSIM on."""
     rgb = _as_rgb_uint8(img, "rgb2y_uint8").astype(np.float64) / 255.0
-    return _round_uint8(rgb @ _MATRIX[0] + _OFFSET[0])
+    return _round_uint8(rgb @ BT601_MATRIX[0] + BT601_OFFSET[0])
 
 
 def ycbcr2rgb_uint8(img: np.ndarray) -> np.ndarray:
     """(H,W,3) uint8 YCbCr -> (H,W,3) uint8 RGB, as MATLAB ``ycbcr2rgb`` on a uint8 image."""
     ycc = _as_rgb_uint8(img, "ycbcr2rgb_uint8").astype(np.float64)
-    return _round_uint8(((ycc - _OFFSET) @ _INVERSE.T) * 255.0)
+    return _round_uint8(((ycc - BT601_OFFSET) @ _INVERSE.T) * 255.0)
