@@ -1,8 +1,9 @@
 """Callbacks of the train command: checkpoints named the way users look for them.
 
-`last.ckpt` every N iterations, at the end, and after the step a Ctrl-C / SIGTERM arrived in (interrupt.py);
-`best.ckpt` whenever validation PSNR (Y) improves. Writes go through `AtomicCheckpointIO`, so a kill mid-write
-never destroys the previous file.
+`last.ckpt` every N iterations, at the end, and after the step a Ctrl-C / SIGTERM arrived in (interrupt.py):
+the full training state, for resume. `best.ckpt` whenever validation PSNR (Y) improves: slim, only what eval,
+upscale, export and `init_from=` read (see `slim_checkpoint`). Both writes go through the trainer's
+`AtomicCheckpointIO`, so a kill mid-write never destroys the previous file and a full disk is one clear error.
 """
 from __future__ import annotations
 
@@ -15,6 +16,26 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted
+
+
+GENERATOR_PREFIXES = ("gen.", "gen_ema.")
+SLIM_MARKER = "sr_lightning_slim"  # readers tell a slim best.ckpt from a resumable one by this key
+
+
+def slim_checkpoint(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """The generator (and its EMA), the run config and the step: what a finished model is used for.
+
+    A GAN run's full checkpoint is mostly D and both Adam states (SRGAN-MSE: 484 MB, the generators 13 MB).
+    Those only matter for continuing the training, which `last.ckpt` is for, so `best.ckpt` leaves them out.
+    """
+    state = trainer.strategy.lightning_module_state_dict()  # gathers sharded strategies' weights
+    return {
+        "state_dict": {k: v for k, v in state.items() if k.startswith(GENERATOR_PREFIXES)},
+        "hyper_parameters": dict(pl_module.hparams),  # as Lightning writes it: the run's cfg lives here
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        SLIM_MARKER: True,
+    }
 
 
 class SRCheckpoint(Callback):
@@ -53,7 +74,14 @@ class SRCheckpoint(Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if math.isfinite(score) and self.sign * score > self.sign * self.best_score:
             self.best_score, self.best_step = score, trainer.global_step
-            trainer.save_checkpoint(self.best_path, weights_only=False)
+            self.save_best(trainer, pl_module)
+
+    def save_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The strategy writes on global rank 0 only, through the trainer's checkpoint IO (atomic, disk-full
+        # message); the barrier keeps the other processes from running ahead of the write, as
+        # trainer.save_checkpoint does.
+        trainer.strategy.save_checkpoint(slim_checkpoint(trainer, pl_module), self.best_path)
+        trainer.strategy.barrier("SRCheckpoint.save_best")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_last(trainer)

@@ -144,3 +144,47 @@ def test_srgan_without_vgg_weights_stops_before_training(cli, tmp_path):
     assert "srgan_mse" in output
     assert "Traceback" not in output
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_best_ckpt_is_slim_and_evaluates_through_the_cli(cli, tmp_path):
+    """best.ckpt holds G, EMA, config and step only (no D, no optimizer states); last.ckpt keeps everything."""
+    import csv
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    run = tmp_path / "run"
+    result = cli("train", "model=srgan_mse", "gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2",
+                 "trainer.max_steps=2", "trainer.val_check_interval=1", "callbacks=none", "logger=csv",
+                 "precision=32-true", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    best_path, last_path = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    best = torch.load(best_path, weights_only=True)
+    last = torch.load(last_path, weights_only=True)
+    assert set(best) == {"state_dict", "hyper_parameters", "global_step", "epoch", "sr_lightning_slim"}
+    assert best["sr_lightning_slim"] is True and best["global_step"] in (1, 2)
+    prefixes = {k.split(".")[0] for k in best["state_dict"]}
+    assert prefixes == {"gen", "gen_ema"}
+    assert best["hyper_parameters"]["cfg"]["model_name"] == "srgan_mse"
+    assert "optimizer_states" in last and any(k.startswith("disc.") for k in last["state_dict"])
+    generators = {k: v for k, v in last["state_dict"].items() if k.startswith(("gen.", "gen_ema."))}
+    assert best["state_dict"].keys() == generators.keys()
+    # The generator is what is left: best.ckpt is the bytes of its tensors plus a little, last.ckpt far more.
+    weights_bytes = sum(v.numel() * v.element_size() for v in generators.values())
+    assert best_path.stat().st_size < weights_bytes + 200_000
+    assert last_path.stat().st_size > 20 * best_path.stat().st_size
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    out = tmp_path / "eval"
+    result = cli("eval", f"ckpt={best_path}", "data=folder", f"data.hr_dir={images}", "data.num_workers=0",
+                 "comparison.images=0", "lpips=false", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (out / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and rows[1]["model"].startswith("srgan_mse")
