@@ -168,14 +168,54 @@ def test_score_errors_name_the_file(tmp_path, capsys):
     study = json.loads(key_file.read_text())["study"]
     some_key = next(iter(json.loads(key_file.read_text())["keys"]))
     bad = _score_file(tmp_path / "bad.json", study, "x", {some_key: 7})
-    assert mos.run(["score", str(bad), f"key={key_file}"]) == 1
-    assert "bad.json" in capsys.readouterr().err
+    assert mos.run(["score", str(bad), f"key={key_file}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.json" in err
     other = _score_file(tmp_path / "other.json", "0000", "x", {some_key: 3})
-    assert mos.run(["score", str(other), f"key={key_file}"]) == 1
+    assert mos.run(["score", str(other), f"key={key_file}"]) == 2
     assert "study" in capsys.readouterr().err
     lost = _score_file(tmp_path / "lost.json", "ffff", "x", {some_key: 3})
-    assert mos.run(["score", str(lost)]) == 1
+    assert mos.run(["score", str(lost)]) == 2
     assert "key=" in capsys.readouterr().err
+
+
+def test_mos_errors_are_user_errors():
+    from sr_lightning.errors import UserError
+
+    assert issubclass(mos.MosError, UserError) and issubclass(mos.MosError, RuntimeError)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["prepare", "crops=3"], "crops: unknown key; allowed: results, images"),
+    (["prepare", "crop=big", "images=x"], "crop: got 'big'; expected an integer"),
+    (["prepare", "include_hr=maybe", "images=x"], "include_hr: got 'maybe'; expected true or false"),
+    (["prepare"], "give exactly one folder"),
+    (["prepare", "results=a", "images=b"], "give exactly one folder"),
+    (["score", "a.json", "keyfile=k.json"], "keyfile: unknown key; allowed: key, output"),
+    (["rate"], "unknown mos command 'rate'"),
+])
+def test_bad_arguments_are_one_error_line_and_exit_2(argv, words, capsys):
+    assert mos.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_prepare_takes_the_folder_as_a_plain_argument(tmp_path, capsys):
+    root = _study_folder(tmp_path)
+    assert mos.run(["prepare", str(root), "crop=16", "include_hr=false", f"output={tmp_path / 'p.html'}"]) == 0
+    key = json.loads((tmp_path / "p.key.json").read_text())
+    assert key["methods"] == ["bicubic", "esrgan"] and key["crop"] == 16
+
+
+def test_help_says_what_mos_does_and_lists_each_subcommands_keys(capsys):
+    assert mos.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("A blind mean-opinion-score study")
+    for key in (*mos.PREPARE_OPTIONS, *mos.SCORE_OPTIONS):
+        assert f"  {key}=" in out
+    assert mos.run(["score", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "key=" in out and "crops_per_image" not in out
 
 
 # --- the page in a real browser ---------------------------------------------------------------------------------

@@ -1,9 +1,7 @@
 """`python -m sr_lightning mos prepare|score`: a blind mean-opinion-score (MOS) study.
 
-    mos prepare results=<eval dir> [output=mos.html] [crop=128] [crops_per_image=1] [methods=a,b,...]
-                [include_hr=true] [zoom=2] [max_items=0] [seed=0] [title=...]
-    mos prepare images=<folder laid out as <method>/<image>.png>   (same options)
-    mos score <scores.json|scores.csv>... [key=<page>.key.json] [output=mos.json|mos.csv]
+A blind mean-opinion-score study: `prepare` writes one self-contained rating page of crops from an eval run or
+from folders of method outputs; `score` turns the raters' files into each method's MOS with a 95% interval.
 
 `prepare` takes the methods' images from one of two layouts:
 
@@ -44,45 +42,22 @@ from typing import Any
 
 import numpy as np
 
-USAGE = __doc__.split("\n\n")[1]
+from sr_lightning.cli_args import Option, keys_help, parse_key_values
+from sr_lightning.errors import UserError, report_user_error
+from sr_lightning.strips import LABEL_STRIP, PANEL_GAP
+
+SUMMARY = __doc__.split("\n\n")[1]
+DETAILS = __doc__.split("\n\n", 2)[2].strip()
 
 REFERENCE_NAMES = ("hr", "gt", "ground_truth", "groundtruth", "original", "reference")
-# `eval` draws comparisons/<set>/<image>.png as panels side by side under a label strip (see
-# sr_lightning.commands.evaluate._save_comparison): LR | bicubic | each model | HR.
+# `eval` draws comparisons/<set>/<image>.png as panels side by side under a label strip (geometry in
+# sr_lightning.strips): LR | bicubic | each model | HR.
 EVAL_COMPARISONS = "comparisons"
-EVAL_LABEL_STRIP, EVAL_PANEL_GAP = 14, 4
 SCORE_RANGE = (1, 5)
 
 
-class MosError(RuntimeError):
+class MosError(UserError, RuntimeError):
     """A problem with the arguments or files; printed as one `error:` line naming the file or key."""
-
-
-# --- arguments ------------------------------------------------------------------------------------------------
-
-def _parse(argv: list[str], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """key=value options (typed like their defaults) and plain positional arguments."""
-    values, positional = dict(options), []
-    for arg in argv:
-        if "=" not in arg:
-            positional.append(arg)
-            continue
-        key, value = arg.split("=", 1)
-        if key not in options:
-            raise MosError(f"unknown option '{key}'; allowed: {', '.join(options)}")
-        default = options[key]
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                values[key] = value.lower() in ("true", "1", "yes")
-            elif isinstance(default, int):
-                values[key] = int(value)
-            else:
-                values[key] = value
-        except ValueError:
-            raise MosError(f"{key}: got {value!r}; expected {type(default).__name__}") from None
-    return values, positional
 
 
 # --- finding the images ---------------------------------------------------------------------------------------
@@ -134,14 +109,14 @@ def eval_comparisons(root: Path) -> dict[str, dict[str, np.ndarray]]:
         except ImageReadError as err:
             raise MosError(str(err)) from err
         n = len(labels)
-        width = (grid.shape[1] - EVAL_PANEL_GAP * (n - 1)) / n
-        starts = [int(k * (width + EVAL_PANEL_GAP)) for k in range(n)]
-        gaps_white = width.is_integer() and all((grid[EVAL_LABEL_STRIP:, s + int(width):s + int(width)
-                                                      + EVAL_PANEL_GAP] == 255).all() for s in starts[:-1])
+        width = (grid.shape[1] - PANEL_GAP * (n - 1)) / n
+        starts = [int(k * (width + PANEL_GAP)) for k in range(n)]
+        gaps_white = width.is_integer() and all((grid[LABEL_STRIP:, s + int(width):s + int(width)
+                                                      + PANEL_GAP] == 255).all() for s in starts[:-1])
         if not gaps_white:
             raise MosError(f"{strip}: not a strip of {n} panels ({' | '.join(labels)}) as results.json's models "
                            f"imply; re-run eval, or lay the images out as <method>/<image>.png and use images=")
-        panels = [grid[EVAL_LABEL_STRIP:, s:s + int(width)] for s in starts]
+        panels = [grid[LABEL_STRIP:, s:s + int(width)] for s in starts]
         zoom = _unzoom(panels[1:])  # the LR panel is nearest-enlarged by the scale as well: leave it out
         pictures[f"{strip.parent.name}/{strip.stem}"] = {
             label: np.ascontiguousarray(panel[::zoom, ::zoom]) for label, panel in zip(labels, panels)
@@ -449,15 +424,47 @@ def _write_result(result: dict[str, Any], output: Path) -> None:
 
 # --- entry point ----------------------------------------------------------------------------------------------
 
+PREPARE_OPTIONS = {
+    "results": Option("", "an eval run directory (results.json + comparisons/)"),
+    "images": Option("", "or a folder laid out as <method>/<image>.png (a plain folder argument: either)"),
+    "output": Option("", "the page (default: <folder>/mos.html); <page>.key.json is written beside it"),
+    "crop": Option(128, "crop edge in px, placed on the reference's most textured window"),
+    "crops_per_image": Option(1, "crops per picture"),
+    "methods": Option("", "comma list of the methods to show (default: all found)"),
+    "include_hr": Option(True, "show the reference too, as a hidden anchor"),
+    "zoom": Option(2, "the page enlarges crops by this factor (nearest), 1-8"),
+    "max_items": Option(0, "at most this many pictures, drawn at random (0: all)"),
+    "seed": Option(0, "seed of that draw and of the order without JavaScript"),
+    "title": Option("Image quality study", "the page's title"),
+    "overwrite": Option(False, "replace an existing page and its key file"),
+}
+SCORE_OPTIONS = {
+    "key": Option("", "the study's <page>.key.json (default: found by study id next to the score files or here)"),
+    "output": Option("", "also write the table to this .json or .csv file"),
+}
+USAGE = ("usage: python -m sr_lightning mos prepare results=<eval dir> | images=<folder> | <folder> [key=value ...]\n"
+         "       python -m sr_lightning mos score <scores.json|scores.csv>... [key=value ...]")
+
+
+def help_text(subcommand: str | None = None) -> str:
+    """`mos --help`: what it does, usage, and the keys of each subcommand (or of the one asked about)."""
+    sections = [SUMMARY, USAGE]
+    if subcommand in (None, "prepare"):
+        sections.append("mos prepare keys:\n" + keys_help(PREPARE_OPTIONS))
+    if subcommand in (None, "score"):
+        sections.append("mos score keys:\n" + keys_help(SCORE_OPTIONS))
+    if subcommand is None:
+        sections.append(DETAILS)
+    return "\n\n".join(sections)
+
+
 def _prepare_cli(argv: list[str]) -> int:
-    opts, positional = _parse(argv, {"results": "", "images": "", "output": "", "crop": 128, "crops_per_image": 1,
-                                     "methods": "", "include_hr": True, "zoom": 2, "max_items": 0, "seed": 0,
-                                     "title": "Image quality study", "overwrite": False})
-    if positional:
-        raise MosError(f"unexpected argument {positional[0]!r}; use results=<eval dir> or images=<folder>")
-    if bool(opts["results"]) == bool(opts["images"]):
-        raise MosError("give exactly one of results=<eval run dir> or images=<folder of <method>/<image> files>")
-    root = Path(opts["results"] or opts["images"]).expanduser()
+    opts, positional = parse_key_values(argv, PREPARE_OPTIONS)
+    folders = [f for f in (opts["results"], opts["images"], *positional) if f]
+    if len(folders) != 1:
+        raise MosError("give exactly one folder: results=<eval run dir>, images=<folder of <method>/<image> "
+                       f"files> or the folder itself (got {len(folders)}: {' '.join(folders) or 'none'})")
+    root = Path(folders[0]).expanduser()
     page, key_file, summary = prepare(
         root, Path(opts["output"]) if opts["output"] else None, crop=opts["crop"],
         crops_per_image=opts["crops_per_image"],
@@ -473,7 +480,7 @@ def _prepare_cli(argv: list[str]) -> int:
 
 
 def _score_cli(argv: list[str]) -> int:
-    opts, files = _parse(argv, {"key": "", "output": ""})
+    opts, files = parse_key_values(argv, SCORE_OPTIONS)
     result = score([Path(f).expanduser() for f in files], opts["key"] or None)
     print(format_table(result))
     if opts["output"]:
@@ -482,17 +489,20 @@ def _score_cli(argv: list[str]) -> int:
     return 0
 
 
+HANDLERS = {"prepare": _prepare_cli, "score": _score_cli}
+
+
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(__doc__.strip())
+        print(help_text())
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"prepare": _prepare_cli, "score": _score_cli}
-    if command not in handlers:
-        print(f"error: unknown mos command '{command}'; use mos prepare ... or mos score ...\n{USAGE}", file=sys.stderr)
-        return 2
+    if command in HANDLERS and {"-h", "--help"} & set(rest):
+        print(help_text(command))
+        return 0
     try:
-        return handlers[command](rest)
-    except MosError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        if command not in HANDLERS:
+            raise MosError(f"unknown mos command '{command}'; use mos prepare ... or mos score ... (mos --help)")
+        return HANDLERS[command](rest)
+    except UserError as err:  # MosError, and ConfigError for an unknown key or a badly typed value
+        return report_user_error(err)
