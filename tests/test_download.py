@@ -215,7 +215,7 @@ def test_benchmark_layout_from_edsr_archive_layout(tmp_path):
 
 
 def test_download_command_main_reports_offline_error(tmp_path, capsys):
-    """The command's main() turns a failed download into one `error:` line and exit code 1."""
+    """The command's main() turns a failed download into one `error:` line and exit code 2 (a user error)."""
     from hydra import compose, initialize_config_dir
 
     from sr_lightning.commands.download import main
@@ -225,7 +225,7 @@ def test_download_command_main_reports_offline_error(tmp_path, capsys):
         cfg = compose("download", overrides=["data=set5", f"paths.data_dir={tmp_path}",
                                              "data.download.files.benchmark.url=http://127.0.0.1:9/benchmark.tar",
                                              "download.retries=0", "download.progress=false"])
-    assert main(cfg) == 1
+    assert main(cfg) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot download http://127.0.0.1:9/benchmark.tar")
     assert str(tmp_path / "downloads" / "benchmark.tar") in err
@@ -236,8 +236,36 @@ def test_download_cli_offline_and_nothing_to_download(tmp_path, cli):
     result = cli("download", "data=set5", f"paths.data_dir={tmp_path}", "download.retries=0",
                  "download.progress=false", "data.download.files.benchmark.url=http://127.0.0.1:9/benchmark.tar",
                  f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "error: cannot download http://127.0.0.1:9/benchmark.tar" in result.stderr
     assert "Traceback" not in result.stderr
     result = cli("download", "data=sample", f"hydra.run.dir={tmp_path / 'run2'}")
     assert result.returncode == 0 and "nothing to download" in result.stdout
+
+
+def test_download_errors_are_user_errors():
+    from sr_lightning.errors import UserError
+
+    assert issubclass(DownloadError, UserError) and issubclass(DownloadError, RuntimeError)
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["prepare.step=0"], "error: prepare.step: got 0; allowed: an integer >= 1"),
+    (["prepare.crop_size=50"], "error: prepare.crop_size: 50 must be divisible by scale=4"),
+    (["data.hr_dir=/nonexistent/HR"], "error: HR folder /nonexistent/HR does not exist"),
+])
+def test_prepare_command_main_reports_a_bad_value_as_one_error_line(tmp_path, capsys, overrides, words):
+    from hydra import compose, initialize_config_dir
+
+    from sr_lightning.commands.prepare import main
+
+    (tmp_path / "HR").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "HR" / "a.png")
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("prepare", overrides=["data=folder", f"data.hr_dir={tmp_path / 'HR'}", "prepare.workers=1",
+                                            *overrides])
+    assert main(cfg) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(words) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "HR_sub").exists()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -10,7 +9,8 @@ log = logging.getLogger("sr_lightning.download")
 
 
 def main(cfg: DictConfig) -> int:
-    from sr_lightning.data.download import DownloadError, download_dataset
+    from sr_lightning.data.download import download_dataset
+    from sr_lightning.errors import UserError, report_user_error
 
     name = OmegaConf.select(cfg, "data.name", default=None) or "this data config"
     spec = OmegaConf.select(cfg, "data.download", default=None)
@@ -26,9 +26,8 @@ def main(cfg: DictConfig) -> int:
             spec, scale=int(cfg.scale), only=opts.get("only"), include_all=bool(opts.get("all", False)),
             retries=int(opts.get("retries", 5)), timeout=float(opts.get("timeout", 60)),
             progress=bool(opts.get("progress", True)), keep_archives=bool(opts.get("keep_archives", True)))
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except UserError as err:  # DownloadError: offline, a checksum mismatch, a bad download.* value
+        return report_user_error(err)
     targets = sorted({str(f["extract_to"]) for f in spec.get("files", {}).values() if f.get("extract_to")})
     if spec.get("layout"):
         targets.append(str(spec["layout"].get("dest")))

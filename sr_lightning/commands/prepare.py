@@ -8,7 +8,6 @@ complete; an interrupted run is simply started again.
 from __future__ import annotations
 
 import logging
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -59,7 +58,9 @@ def prepare_source(source, scale: int, crop: int, step: int, thresh: int, worker
     """Cut a FolderSource's training images; returns (hr_sub_dir, lr_sub_dir, number of sub-images)."""
     from tqdm.auto import tqdm
 
-    from sr_lightning.data.datasets import SUBIMAGE_MARKER, DatasetError, FolderSource, write_marker
+    from sr_lightning.data.errors import DatasetError
+    from sr_lightning.data.folder_source import FolderSource
+    from sr_lightning.data.subimages import SUBIMAGE_MARKER, write_marker
 
     if not isinstance(source, FolderSource):
         raise DatasetError("prepare works on folder data sets (data=div2k, flickr2k, folder ...); "
@@ -105,8 +106,8 @@ def prepare_source(source, scale: int, crop: int, step: int, thresh: int, worker
 def main(cfg: DictConfig) -> int:
     from hydra.utils import instantiate
 
-    from sr_lightning.data.datasets import DatasetError
-    from sr_lightning.data.imageio import ImageReadError
+    from sr_lightning.data.errors import DatasetError
+    from sr_lightning.errors import UserError, report_user_error
 
     opts = cfg.prepare
     try:
@@ -117,11 +118,8 @@ def main(cfg: DictConfig) -> int:
         hr_out, lr_out, total = prepare_source(
             source, int(cfg.scale), int(opts.crop_size), int(opts.step), int(opts.thresh_size),
             workers=int(opts.workers), compress_level=int(opts.compress_level), overwrite=bool(opts.overwrite))
-    except (DatasetError, ImageReadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except UserError as err:  # a missing or unreadable data set, a bad prepare.* value
+        return report_user_error(err)
     print(f"{total} sub-images in {hr_out}" + (f" and {lr_out}" if lr_out else "")
           + "; training uses them automatically (data.train.subimages=auto)", flush=True)
     return 0
-
-

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from sr_lightning.errors import UserError
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = "sr-lightning-downloader/0.1"
@@ -32,7 +34,7 @@ _TRANSIENT = (http.client.IncompleteRead, http.client.RemoteDisconnected, Connec
               TimeoutError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that failed; the message names the file, the reason and what to do."""
 
 
