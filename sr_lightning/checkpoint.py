@@ -1,10 +1,7 @@
-"""Checkpoint writing that never corrupts the previous file, and loading a generator for inference.
+"""Reading checkpoint files a user names, safely, and saying clearly why one cannot be used.
 
-`load_generator` is the single entry point of eval, upscale and export: it accepts a training checkpoint
-(`.ckpt`, the composed config lives in `hyper_parameters["cfg"]`), exported weights (`.safetensors`
-with a `.json` sidecar, see `sr_lightning.commands.export`), or a community model file (`.pth`/`.safetensors`
-without a sidecar, e.g. a downloaded ESRGAN/SPAN/Compact model: spandrel detects architecture, size and scale,
-see `sr_lightning.models.spandrel_arch.load_model_file`).
+Rebuilding a generator from a file (checkpoint, export, community model) is `sr_lightning.loading`; writing
+checkpoints atomically is `sr_lightning.checkpoint_io` (here: the disk-full message it raises).
 
 Every file a user names is untrusted: checkpoints are read with `torch.load(weights_only=True)` (tensors,
 numbers, strings, lists, dicts; never a Python object whose unpickling runs code), and a generator config
@@ -17,19 +14,20 @@ import errno
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from sr_lightning.errors import UserError
+
 # The only package a config read from a file may instantiate from (see check_generator_config).
 MODELS_PACKAGE = "sr_lightning.models."
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint or weights file that cannot be used; the message names the file and the remedy."""
 
 
@@ -41,12 +39,21 @@ class DiskFullError(OSError):
     """No room (ENOSPC / EDQUOT) for a checkpoint; the message names the folder and the bytes it needs."""
 
 
+# Names that moved to sr_lightning.loading, still importable from here until every caller imports them there.
+_MOVED_TO_LOADING = ("LoadedGenerator", "load_generator", "generator_state", "is_bare_weights",
+                     "load_model_file_generator")
+
+
 def __getattr__(name: str):
     # The Lightning import costs ~0.3 GB and seconds: eval/upscale/export load generators and never need it.
     if name == "AtomicCheckpointIO":
         from sr_lightning.checkpoint_io import AtomicCheckpointIO
 
         return AtomicCheckpointIO
+    if name in _MOVED_TO_LOADING:  # lazily: sr_lightning.loading imports this module
+        from sr_lightning import loading
+
+        return getattr(loading, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -101,22 +108,6 @@ def disk_full_error(path: Path, checkpoint: dict[str, Any], err: OSError) -> Dis
     return error
 
 
-@dataclass
-class LoadedGenerator:
-    net: nn.Module
-    scale: int
-    value_range: tuple[float, float]
-    color: str
-    cfg: dict[str, Any]
-    source: str
-    used_ema: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return str(self.meta.get("name") or Path(self.source).stem)
-
-
 def _label(path: Path, key: str | None) -> str:
     return f"{key}={path}" if key else str(path)
 
@@ -136,19 +127,41 @@ def load_checkpoint_file(path: str | os.PathLike, key: str | None = "ckpt", map_
 
 
 def _load_error(label: str, err: Exception) -> CheckpointError:
+    refused = refused_global(err)
+    if refused is not None:
+        return UnsafeCheckpointError(f"{label}: {refusal(refused)}; use a checkpoint written by "
+                                     f"`python -m sr_lightning train` or exported .safetensors")
+    return CheckpointError(f"cannot read checkpoint {label}: {load_failure(err)}. The file is corrupt or not a "
+                           f"Lightning checkpoint; use another one (last.ckpt / best.ckpt).")
+
+
+# Why a weights-only torch.load failed, for every reader of user files (checkpoints here, community model files in
+# sr_lightning.models.spandrel_arch): a refused Python object and a truncated or foreign file both raise
+# UnpicklingError, and only the first is a file that tried to run code.
+
+def refused_global(err: Exception) -> str | None:
+    """The Python object torch's weights-only unpickler refused (e.g. ``posix.system``; ``""`` when it is not
+    named), or None when ``err`` is no such refusal (a truncated, corrupt or foreign file)."""
     text = str(err)
     found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found or "Unsupported global" in text or "Unsupported class" in text:
-        what = f" ({found.group(1)})" if found else ""
-        return UnsafeCheckpointError(
-            f"{label}: refused: the file holds Python objects that are not weights{what}, so it was not loaded "
-            f"(unpickling them could run code); use a checkpoint written by `python -m sr_lightning train` or "
-            f"exported .safetensors")
-    # torch's weights-only message suggests weights_only=False; the cause is the line after "error:"
-    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return found.group(1)
+    return "" if "Unsupported global" in text or "Unsupported class" in text else None
+
+
+def refusal(name: str) -> str:
+    """The message for a file `refused_global` named ``name`` for (without the file and the remedy)."""
+    what = f" ({name})" if name else ""
+    return (f"refused: the file holds Python objects that are not weights{what}, so it was not loaded "
+            f"(unpickling them could run code)")
+
+
+def load_failure(err: Exception) -> str:
+    """`UnpicklingError: <the cause>`: one line, without torch's advice to retry with weights_only=False."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the cause is the line after "error:"
     first = found.group(1).strip() if found else " ".join(text.split())[:200]
-    return CheckpointError(f"cannot read checkpoint {label}: {err.__class__.__name__}: {first}. The file is corrupt "
-                           f"or not a Lightning checkpoint; use another one (last.ckpt / best.ckpt).")
+    return f"{err.__class__.__name__}: {first}"
 
 
 def read_checkpoint(path: str | os.PathLike, key: str = "ckpt") -> dict[str, Any]:
@@ -203,107 +216,3 @@ def _targets(node: Any) -> list[Any]:
     if isinstance(node, (list, tuple)):
         return [t for value in node for t in _targets(value)]
     return []
-
-
-def generator_state(checkpoint: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
-    """The generator's weights from a training checkpoint: the EMA copy when present and asked for."""
-    state = checkpoint["state_dict"]
-    for prefix, is_ema in (("gen_ema.", True), ("gen.", False)):
-        if is_ema and not use_ema:
-            continue
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            return sub, is_ema
-    return {}, False
-
-
-def load_generator(path: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedGenerator:
-    """Rebuild the generator of a `.ckpt`, exported weights (`.safetensors`/`.pt`/`.onnx` with their sidecar) or
-    a community model file (architecture detected by spandrel) in eval mode."""
-    from hydra.utils import instantiate
-
-    from sr_lightning.commands.export import load_exported, sidecar_path
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx" or (suffix in (".safetensors", ".pt") and sidecar_path(path).is_file()):
-        return load_exported(path, map_location=map_location)  # our export: the sidecar rebuilds it exactly
-    if suffix in (".safetensors", ".pt"):  # no sidecar: a community file, or our export without its sidecar
-        return load_model_file_generator(path, map_location)
-    checkpoint = read_checkpoint(path)
-    cfg = (checkpoint.get("hyper_parameters") or {}).get("cfg") if isinstance(checkpoint, dict) else None
-    if not cfg or "gen" not in cfg:
-        if is_bare_weights(checkpoint):  # a community .pth (state dict, or BasicSR's params/params_ema, ...)
-            return load_model_file_generator(path, map_location, contents=checkpoint)
-        raise CheckpointError(f"{path} has no sr-lightning config (hyper_parameters['cfg']); it was not written "
-                              f"by `python -m sr_lightning train`. Export weights with their config instead.")
-    check_generator_config(cfg["gen"], path)
-    net = instantiate(cfg["gen"])
-    state, used_ema = generator_state(checkpoint, use_ema)
-    if state:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: generator weights do not match gen={cfg['gen'].get('_target_')} "
-                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    net.eval().to(map_location)
-    return LoadedGenerator(
-        net=net, scale=int(cfg["scale"]), value_range=tuple(cfg.get("value_range", (0.0, 1.0))),
-        color=str(cfg.get("color", "rgb")), cfg=cfg, source=str(path), used_ema=used_ema,
-        meta={"name": cfg.get("model_name"), "global_step": checkpoint.get("global_step")},
-    )
-
-
-# --- community model files ------------------------------------------------------------------------------------
-
-LIGHTNING_KEYS = ("pytorch-lightning_version", "hyper_parameters", "global_step", "optimizer_states")
-
-
-def is_bare_weights(checkpoint: Any) -> bool:
-    """A file holding only a model's tensors (as the SR community publishes them), not a training checkpoint.
-
-    Lightning checkpoints of other projects are not: their message stays "not written by sr-lightning train".
-    spandrel's own unwrapping (``params_ema``, ``state_dict``, ``module.`` prefixes) decides what the tensors are.
-    """
-    from spandrel import canonicalize_state_dict
-
-    if not isinstance(checkpoint, dict) or any(k in checkpoint for k in LIGHTNING_KEYS):
-        return False
-    try:
-        state = canonicalize_state_dict(dict(checkpoint))
-    except Exception:  # noqa: BLE001 - any structure spandrel cannot unwrap is not a weights file
-        return False
-    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
-
-
-def load_model_file_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                              contents: Any = None) -> LoadedGenerator:
-    """A community `.pth`/`.safetensors` (no sidecar) as a `LoadedGenerator`: spandrel detects the architecture,
-    size and scale; the tensors are read weights-only (`contents`: already read, not read again). Every problem is
-    one `CheckpointError` naming the file."""
-    from sr_lightning.models.spandrel_arch import ModelFileError, load_model_file
-
-    path = Path(path)
-    try:
-        net, info = load_model_file(path, contents)
-    except ModelFileError as err:
-        from spandrel import UnsupportedModelError
-
-        from sr_lightning.commands.export import sidecar_path
-
-        hint = ""
-        if isinstance(err.__cause__, UnsupportedModelError) and path.suffix.lower() in (".safetensors", ".pt"):
-            hint = (f" (an sr-lightning export needs its sidecar {sidecar_path(path).name} next to it; bare weights "
-                    f"of one of our presets: upscale weights={path.name} model=<preset> scale=<n>)")
-        raise CheckpointError(f"{err}{hint}") from err
-    except ValueError as err:  # the detected network is one our generator refuses (e.g. a x1 restoration model)
-        raise CheckpointError(f"{path}: spandrel reads it, but not as a super-resolution generator here "
-                              f"({err})") from err
-    # 1-channel community models are grayscale: eval/upscale feed them luma (Y) and merge bicubic chroma
-    color = "rgb" if info["in_channels"] == 3 else "y"
-    cfg = {"gen": info["gen"], "scale": int(info["scale"]), "value_range": [0.0, 1.0], "color": color,
-           "model_name": path.stem}
-    return LoadedGenerator(
-        net=net.eval().to(map_location), scale=int(info["scale"]), value_range=(0.0, 1.0), color=color, cfg=cfg,
-        source=str(path), used_ema=False,
-        meta={"name": path.stem, "global_step": None, "arch": info["arch"], "format": "model file"},
-    )

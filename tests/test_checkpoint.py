@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sr_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, load_generator, read_checkpoint
+from sr_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from sr_lightning.loading import load_generator
 
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from conftest import TINY, TINY_GEN, compose_train, run_cli, write_checkpoint
-from sr_lightning.checkpoint import CheckpointError, load_generator
+from sr_lightning.checkpoint import CheckpointError
+from sr_lightning.loading import load_generator
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # spandrel constructors' notices
 # the tiny training overrides without scale=: with init_from=<model file> the file decides the scale
@@ -126,13 +127,13 @@ def test_eval_unrecognised_file_is_one_error_line(tmp_path, capsys):
     save_file({"foo.weight": torch.zeros(3, 3)}, str(junk))
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"weights={junk}"])
-    assert ev.main(cfg) == 1
+    assert ev.main(cfg) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert "junk.safetensors: spandrel does not recognise these weights" in err and "sr_lightning list" in err
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"weights={tmp_path / 'missing.pth'}"])
-    assert ev.main(cfg) == 1 and "error: weights=" in capsys.readouterr().err
+    assert ev.main(cfg) == 2 and "error: weights=" in capsys.readouterr().err
 
 
 # --- upscale --------------------------------------------------------------------------------------------------

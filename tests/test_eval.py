@@ -129,7 +129,7 @@ def test_errors_name_the_key_and_the_remedy(tmp_path, capsys):
     with pytest.raises(ev.EvalError, match="file not found"):
         ev.build_models(_compose(f"ckpt={tmp_path / 'missing.ckpt'}"))
     # main() prints one error line and returns 1 instead of a traceback.
-    assert ev.main(_compose(f"ckpt={tmp_path / 'missing.ckpt'}")) == 1
+    assert ev.main(_compose(f"ckpt={tmp_path / 'missing.ckpt'}")) == 2
     assert "error: ckpt=" in capsys.readouterr().err
 
 

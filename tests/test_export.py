@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sr_lightning.checkpoint import load_generator
+from sr_lightning.checkpoint import CheckpointError
 from sr_lightning.commands import export as export_cmd
-from sr_lightning.commands.export import ExportError, load_exported, sidecar_path
+from sr_lightning.exporting import ExportError
+from sr_lightning.loading import load_exported, load_generator, sidecar_path
 from sr_lightning.inference import Upscaler
 from conftest import TINY_GEN, write_checkpoint
 
@@ -87,6 +88,25 @@ def test_onnx_has_dynamic_height_and_width(tmp_path):
     assert np.abs(diff).max() <= 1
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript"])
+def test_one_loader_gives_the_same_generator_from_a_checkpoint_and_its_exports(tmp_path, fmt):
+    """`loading.load_generator` reads a .ckpt and what `export` made of it, and they compute the same."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    ckpt = write_checkpoint(tmp_path / "best.ckpt", TINY_GEN, value_range=(-1.0, 1.0))
+    path, _ = _export(ckpt=str(ckpt), format=fmt)
+    want, got = load_generator(ckpt), load_generator(path)
+    assert got.source == str(path) and want.source == str(ckpt)
+    assert (got.scale, got.color, got.value_range, got.used_ema) == (2, "rgb", (-1.0, 1.0), True)
+    assert (got.scale, got.color, got.value_range, got.used_ema) == (want.scale, want.color, want.value_range,
+                                                                      want.used_ema)
+    assert got.name == want.name == "tiny" and got.meta["global_step"] == want.meta["global_step"] == 5
+    x = torch.rand(2, 3, 13, 17) * 2 - 1
+    with torch.inference_mode():
+        diff = (got.net(x) - want.net(x)).abs().max()
+    assert diff <= (1e-5 if fmt == "onnx" else 0.0)
+
+
 def test_sidecar_problems_are_explained(tmp_path):
     ckpt = write_checkpoint(tmp_path / "best.ckpt", TINY_GEN)
     path, _ = _export(ckpt=str(ckpt))
@@ -96,10 +116,10 @@ def test_sidecar_problems_are_explained(tmp_path):
     other = write_checkpoint(tmp_path / "other.ckpt", {**TINY_GEN, "channels": 4})
     other_path, _ = _export(ckpt=str(other))
     path.write_bytes(other_path.read_bytes())
-    with pytest.raises(ExportError, match="sha256"):
+    with pytest.raises(CheckpointError, match="sha256"):
         load_exported(path)
     sidecar_path(other_path).unlink()
-    with pytest.raises(ExportError, match="model=<preset>"):
+    with pytest.raises(CheckpointError, match="model=<preset>"):
         load_exported(other_path)
 
 
@@ -111,7 +131,7 @@ def test_bad_options(tmp_path):
         _export(ckpt=str(ckpt), format="onnx", output=str(tmp_path / "x.safetensors"))
     with pytest.raises(ExportError, match="ckpt"):
         _export(ckpt=None)
-    with pytest.raises(ExportError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         _export(ckpt=str(tmp_path / "missing.ckpt"))
 
 

@@ -55,7 +55,7 @@ def sample_data():
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_listed_architecture_trains_exports_and_upscales(arch, sample_data, tmp_path):
-    from sr_lightning.commands.export import export_safetensors
+    from sr_lightning.exporting import export_safetensors
     from sr_lightning.inference.tiling import tiled_forward
     from sr_lightning.module import SRModule
 
@@ -282,7 +282,8 @@ def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"params": _esrgan_old_keys(), "payload": _RunsCode(marker)}, path)
-    with pytest.raises(ModelFileError, match=r"evil\.pth: refused: the file holds pickled Python objects"):
+    with pytest.raises(ModelFileError, match=r"evil\.pth: refused: the file holds Python objects that are not "
+                                             r"weights \(posix\.system\)"):
         load_model_file(path)
     assert not marker.exists()
     with open(path.with_suffix(".bin"), "wb") as f:  # a plain pickle, not even a torch zip file
@@ -290,6 +291,17 @@ def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
     with pytest.raises(ModelFileError):
         load_model_file(path.with_suffix(".bin"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("contents", [b"not a model", pickle.dumps({"a": 1})[:-3]])
+def test_a_corrupt_weights_file_is_not_called_unsafe(tmp_path, contents):
+    """A truncated or foreign file raises UnpicklingError as a refused object does; only the latter is unsafe
+    (the same classification as training checkpoints, sr_lightning.checkpoint.refused_global)."""
+    path = tmp_path / "broken.pth"
+    path.write_bytes(contents)
+    with pytest.raises(ModelFileError, match=r"broken\.pth: not a readable weights file \(UnpicklingError") as err:
+        load_model_file(path)
+    assert "refused" not in str(err.value) and "Python objects" not in str(err.value)
 
 
 def test_unrecognised_and_untrainable_files_are_one_line_errors(tmp_path):

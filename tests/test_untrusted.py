@@ -77,8 +77,8 @@ def _image(path, size=(40, 36)):
 # --------------------------------------------------------------------------- in-process (cheap, every loader)
 
 def test_every_loader_refuses_pickled_code(evil):
-    from sr_lightning.checkpoint import (AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint_file,
-                                         load_generator, read_checkpoint)
+    from sr_lightning.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint_file, read_checkpoint
+    from sr_lightning.loading import load_generator
     from sr_lightning.commands.train import _checkpoint_step
 
     path, marker = evil
@@ -91,19 +91,61 @@ def test_every_loader_refuses_pickled_code(evil):
 
 def test_our_own_checkpoints_load_weights_only(trained):
     """What train writes (RNG state as tuples/tensors, callback state, schedulers) passes weights_only=True."""
-    from sr_lightning.checkpoint import AtomicCheckpointIO, load_generator
+    from sr_lightning.checkpoint import AtomicCheckpointIO
+    from sr_lightning.loading import load_generator
 
+    last = AtomicCheckpointIO().load_checkpoint(trained / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 2 and last["rng_states"]["python"]
+    assert "SRCheckpoint" in last["callbacks"]
+    best = AtomicCheckpointIO().load_checkpoint(trained / "checkpoints" / "best.ckpt")  # slim: G, EMA, config
+    assert best["global_step"] == 2
     for name in ("last.ckpt", "best.ckpt"):
-        checkpoint = AtomicCheckpointIO().load_checkpoint(trained / "checkpoints" / name)
-        assert checkpoint["global_step"] == 2 and checkpoint["rng_states"]["python"]
-        assert "SRCheckpoint" in checkpoint["callbacks"]
         assert load_generator(trained / "checkpoints" / name).scale == 4
+
+
+def test_a_slim_checkpoint_loads_in_eval_upscale_and_export_like_the_full_one(trained, tmp_path):
+    """A slim best.ckpt holds only the gen.*/gen_ema.* weights, the config and the step: built here from the real
+    last.ckpt by deleting everything else, it must give eval, upscale and export the same generator."""
+    from omegaconf import OmegaConf
+
+    from sr_lightning.commands import evaluate as ev
+    from sr_lightning.commands import upscale as upscale_cmd
+    from sr_lightning.exporting import export_generator
+    from sr_lightning.loading import load_generator
+
+    full_path = trained / "checkpoints" / "last.ckpt"
+    full = torch.load(full_path, map_location="cpu", weights_only=True)
+    slim = {"state_dict": {k: v for k, v in full["state_dict"].items() if k.startswith(("gen.", "gen_ema."))},
+            "hyper_parameters": full["hyper_parameters"], "global_step": full["global_step"],
+            "epoch": full["epoch"], "sr_lightning_slim": True}
+    assert set(full) - set(slim) >= {"optimizer_states", "loops", "callbacks"}  # what a slim file lacks
+    slim_path = tmp_path / "slim.ckpt"
+    torch.save(slim, slim_path)
+
+    x = torch.rand(1, 3, 12, 10)
+    for use_ema in (True, False):
+        want, got = load_generator(full_path, use_ema=use_ema), load_generator(slim_path, use_ema=use_ema)
+        assert (got.scale, got.color, got.value_range, got.used_ema) == (want.scale, want.color, want.value_range,
+                                                                          want.used_ema)
+        with torch.inference_mode():
+            assert torch.equal(got.net(x), want.net(x))
+    reference = load_generator(full_path)
+    with torch.inference_mode():
+        expected = reference.net(x)
+    evaluated, = ev.load_checkpoints([str(slim_path)])
+    assert evaluated.info["steps"] == 2 and evaluated.scale == 4
+    upscaling = upscale_cmd.load_model(OmegaConf.create({"ckpt": str(slim_path), "weights": None, "use_ema": True}))
+    exported, meta = export_generator(slim_path, "safetensors", f"{tmp_path}/out/")
+    assert meta["global_step"] == 2 and meta["used_ema"] == reference.used_ema
+    with torch.inference_mode():
+        for loaded in (evaluated, upscaling, load_generator(exported)):
+            assert torch.equal(loaded.net(x), expected)
 
 
 def test_a_config_in_a_file_may_only_build_model_classes(tmp_path):
     """weights_only keeps pickles out, but the stored config is data Hydra turns into calls (`_target_`)."""
-    from sr_lightning.checkpoint import UnsafeCheckpointError, load_generator
-    from sr_lightning.commands.export import ExportError, load_exported
+    from sr_lightning.checkpoint import UnsafeCheckpointError
+    from sr_lightning.loading import load_exported, load_generator
 
     marker = tmp_path / "PWNED"
     bad_gens = [
@@ -123,7 +165,7 @@ def test_a_config_in_a_file_may_only_build_model_classes(tmp_path):
     (tmp_path / "w.safetensors.json").write_text(json.dumps({
         "sr_lightning_export": 1, "format": "safetensors", "scale": 2, "value_range": [0, 1], "color": "rgb",
         "gen": bad_gens[0]}))
-    with pytest.raises(ExportError, match="refused.*os.system"):
+    with pytest.raises(UnsafeCheckpointError, match="refused.*os.system"):
         load_exported(weights)
     assert not marker.exists()
 
@@ -138,7 +180,7 @@ def test_eval_refuses_the_file_and_loads_a_real_checkpoint(cli, tmp_path, evil, 
     _image(folder / "a.png")
     common = ["data=folder", f"data.hr_dir={folder}", "data.num_workers=0", "comparison.size=16"]
     result = cli("eval", f"ckpt={path}", *common, f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
-    assert_refused(result, path, marker, code=1)
+    assert_refused(result, path, marker, code=2)
     good = cli("eval", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", *common, f"hydra.run.dir={tmp_path / 'ok'}",
                cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "torch")})
     assert good.returncode == 0, good.stderr[-3000:]
@@ -149,7 +191,7 @@ def test_upscale_refuses_the_file_and_loads_a_real_checkpoint(cli, tmp_path, evi
     path, marker = evil
     _image(tmp_path / "in.png")
     result = cli("upscale", f"ckpt={path}", "input=in.png", "output=out", cwd=tmp_path)
-    assert_refused(result, path, marker, code=1)
+    assert_refused(result, path, marker, code=2)
     assert not (tmp_path / "out" / "in.png").exists()
     good = cli("upscale", f"ckpt={trained / 'checkpoints' / 'best.ckpt'}", "input=in.png", "output=out", cwd=tmp_path)
     assert good.returncode == 0, good.stderr[-3000:]
@@ -160,7 +202,7 @@ def test_upscale_refuses_the_file_and_loads_a_real_checkpoint(cli, tmp_path, evi
 def test_export_refuses_the_file_and_exports_a_real_checkpoint(cli, tmp_path, evil, trained):
     path, marker = evil
     result = cli("export", f"ckpt={path}", "format=safetensors", cwd=tmp_path)
-    assert_refused(result, path, marker, code=1)
+    assert_refused(result, path, marker, code=2)
     assert not list(tmp_path.glob("*.safetensors*"))
     good = cli("export", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", "format=safetensors",
                f"output={tmp_path}/", cwd=tmp_path)

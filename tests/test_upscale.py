@@ -10,10 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from sr_lightning.checkpoint import LoadedGenerator, load_generator
+from sr_lightning.checkpoint import CheckpointError
 from sr_lightning.commands import upscale as upscale_cmd
 from sr_lightning.data.imageio import read_image
 from sr_lightning.inference import Upscaler
+from sr_lightning.loading import LoadedGenerator, load_generator
 from sr_lightning.models.interpolation import Nearest
 from sr_lightning.models.lapsrn import LapSRN
 from sr_lightning.models.srresnet import SRResNet
@@ -171,7 +172,7 @@ def test_existing_output_is_not_overwritten(tmp_path, tiny, capsys):
     target = tmp_path / "a_x2.png"
     target.write_bytes(b"keep me")
     cfg = _cfg(ckpt=ckpt, input=tmp_path / "a.png", output=target, progress=False)
-    assert upscale_cmd.main(cfg) == 1
+    assert upscale_cmd.main(cfg) == 2
     err = capsys.readouterr().err
     assert str(target) in err and "overwrite=true" in err
     assert target.read_bytes() == b"keep me"
@@ -206,7 +207,7 @@ def test_bad_arguments_give_one_clear_line(tmp_path, monkeypatch, capsys, overri
     Image.fromarray(_rgb(8, 8)).save(tmp_path / "in.png")
     args = {"ckpt": "tiny.ckpt", "progress": False, **overrides}
     args = {k: ("null" if v is None else v) for k, v in args.items()}
-    assert upscale_cmd.main(_cfg(**args)) == 1
+    assert upscale_cmd.main(_cfg(**args)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and match in err[0]
 
@@ -216,7 +217,7 @@ def test_corrupt_file_is_named_and_the_others_are_done(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     Image.fromarray(_rgb(8, 8)).save(tmp_path / "in" / "good.png")
     (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=tmp_path / "in", output=tmp_path / "out", progress=False)) == 1
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=tmp_path / "in", output=tmp_path / "out", progress=False)) == 2
     captured = capsys.readouterr()
     assert "bad.png" in captured.err
     assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "bad.png").exists()
@@ -236,9 +237,9 @@ def test_bare_weights_with_a_model_preset(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(loaded.net(x), reference.net(x))
     # the preset's default width does not fit: a clear error, not a traceback
-    with pytest.raises(upscale_cmd.UpscaleError, match=r"gen\.channels"):
+    with pytest.raises(CheckpointError, match=r"gen\.channels"):
         upscale_cmd.load_model(_cfg(weights=tmp_path / "bare.safetensors", model="srresnet", scale=2))
-    with pytest.raises(upscale_cmd.UpscaleError, match="model=<preset>"):
+    with pytest.raises(CheckpointError, match="model=<preset>"):
         upscale_cmd.load_model(_cfg(weights=tmp_path / "bare.safetensors"))
 
 
@@ -268,7 +269,7 @@ def test_overwrite_skip_keeps_finished_outputs_and_does_the_rest(tmp_path, capsy
     out.mkdir()
     Image.fromarray(_rgb(16, 16, seed=99)).save(out / "a.png")  # "finished before the interruption"
     kept = (out / "a.png").read_bytes()
-    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False)) == 1  # refused by default
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False)) == 2  # refused by default
     assert "overwrite=skip" in capsys.readouterr().err
 
     assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False, overwrite="skip")) == 0

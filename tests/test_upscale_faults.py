@@ -64,7 +64,7 @@ def folder(tmp_path):
 def test_image_over_max_pixels_is_named_and_the_rest_is_done(tmp_path, folder, capsys):
     ckpt, src = folder
     out = tmp_path / "out"
-    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, max_pixels=1999, progress=False)) == 1
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, max_pixels=1999, progress=False)) == 2
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "big.png" in errors[0] and "max_pixels=" in errors[0], captured.err
@@ -87,7 +87,7 @@ def test_bad_max_pixels_is_one_line_before_any_work(tmp_path, folder, capsys, mo
     ckpt, src = folder
     monkeypatch.setattr(upscale_cmd, "load_model", lambda cfg: pytest.fail("model loaded"))
     assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=tmp_path / "out", max_pixels=value,
-                                 progress=False)) == 1
+                                 progress=False)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: max_pixels: got"), err
 
@@ -105,7 +105,7 @@ def test_cli_refuses_a_decompression_bomb_by_default_and_does_the_rest(tmp_path,
     _png_header_only(tmp_path / "in" / "bomb.png", 14000, 13000)
     Image.fromarray(_rgb(8, 10)).save(tmp_path / "in" / "ok.png")
     result = cli("upscale", "ckpt=tiny.ckpt", "input=in", "output=out", "progress=false", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
@@ -123,7 +123,7 @@ def test_cli_output_under_a_file_stops_before_any_work(tmp_path, cli):
     Image.fromarray(_rgb(8, 10)).save(tmp_path / "a.png")
     (tmp_path / "afile").write_text("not a folder")
     result = cli("upscale", "ckpt=tiny.ckpt", "input=a.png", "output=afile/out", "progress=false", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: output=afile/out: cannot write"), result.stderr
     assert "model on" not in result.stdout  # stopped before the model was loaded
@@ -141,7 +141,7 @@ def test_read_only_folder_stops_before_the_model_is_loaded(tmp_path, folder, cap
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
     monkeypatch.setattr(upscale_cmd, "load_model", lambda cfg: pytest.fail("model loaded"))
-    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False)) == 1
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=out, progress=False)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: output={out}: cannot write into this folder (Permission denied); choose another "
                    f"output= folder or fix its permissions"]

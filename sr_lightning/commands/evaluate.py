@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,13 @@ from torch import Tensor, nn
 from sr_lightning.metrics import (LPIPS_MIN_SIZE, LPIPS_MISSING, METRIC_KEYS, image_metrics, load_lpips,
                                   lpips_value, lpips_weights_path, min_scored_size, rgb_to_y_uint8_values,
                                   to_uint8_values)
+from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
+from sr_lightning.ops.value_range import from_unit, to_unit
+from sr_lightning.precision import autocast_dtype as precision_autocast_dtype
+from sr_lightning.precision import resolve_device
+from sr_lightning.strips import LABEL_STRIP, PANEL_GAP
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ LPIPS_DISABLED = "n/a (lpips=false)"
 LPIPS_TOO_SMALL = "n/a (images too small)"
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """A problem with the eval command's arguments; printed as one `error:` line naming the key or file."""
 
 
@@ -131,7 +135,7 @@ def load_checkpoints(paths: Sequence[str], use_ema: bool = True, key: str = "ckp
 
     Both take every file `load_generator` reads: training checkpoints, exports with their sidecar, and community
     model files (.pth/.safetensors without a sidecar, architecture detected by spandrel)."""
-    from sr_lightning.checkpoint import CheckpointError, load_generator
+    from sr_lightning.loading import load_generator
 
     models = []
     for raw in paths:
@@ -139,10 +143,7 @@ def load_checkpoints(paths: Sequence[str], use_ema: bool = True, key: str = "ckp
         if not path.is_file():
             raise EvalError(f"{key}={raw}: file not found (give a run's checkpoints/best.ckpt or last.ckpt, an "
                             f"exported .safetensors with its .json sidecar, or a model file .pth/.safetensors)")
-        try:
-            loaded = load_generator(path, use_ema=use_ema)
-        except CheckpointError as err:
-            raise EvalError(str(err)) from err
+        loaded = load_generator(path, use_ema=use_ema)
         cfg = loaded.cfg if isinstance(loaded.cfg, dict) else _plain(loaded.cfg) or {}
         info = _config_info(cfg, loaded.meta.get("global_step"), bool(loaded.used_ema), str(path))
         models.append(EvalModel(_model_label(loaded, path), loaded.net.eval(), int(loaded.scale),
@@ -314,26 +315,6 @@ def _compose_data(cfg: DictConfig, name: str) -> DictConfig:
 
 # --- inference ------------------------------------------------------------------------------------------------
 
-def _autocast_dtype(precision: str) -> torch.dtype | None:
-    table = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-    if str(precision) not in table:
-        raise EvalError(f"precision={precision}: allowed 32-true, bf16-mixed, 16-mixed")
-    return table[str(precision)]
-
-
-def resolve_device(name: Any) -> torch.device:
-    name = str(name or "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise EvalError(f"device={name}: {err}; allowed: auto, cpu, cuda, cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError(f"device={name}: CUDA is not available here; use device=cpu or device=auto")
-    return device
-
-
 @torch.no_grad()
 def _forward(net: nn.Module, x: Tensor, scale: int, tile: Any, tile_overlap: int,
              autocast_dtype: torch.dtype | None) -> Tensor:
@@ -360,11 +341,10 @@ def super_resolve(model: EvalModel, lr: Tensor, device: torch.device, tile: Any 
     Each model sees its training view of the input: its value range, and for `color=y` models the MATLAB Y
     channel; their Y output is merged with the bicubic Cb/Cr for the RGB result.
     """
-    lo, hi = model.value_range
     lr = lr.to(device=device, dtype=torch.float32)
     x = rgb2ycbcr(lr, y_only=True) if model.color == "y" else lr
-    out = _forward(model.net, x * (hi - lo) + lo, model.scale, tile, tile_overlap, autocast_dtype)
-    out = (out - lo) / (hi - lo)
+    out = _forward(model.net, from_unit(x, model.value_range), model.scale, tile, tile_overlap, autocast_dtype)
+    out = to_unit(out, model.value_range)
     want = (lr.shape[-2] * model.scale, lr.shape[-1] * model.scale)
     if tuple(out.shape[-2:]) != want:
         raise EvalError(f"{model.label}: output {tuple(out.shape[-2:])} for input {tuple(lr.shape[-2:])}, "
@@ -533,7 +513,7 @@ def _save_comparison(crop: Comparison, path: Path, zoom: int) -> None:
     """Panels side by side, each with its label in a strip above it."""
     from PIL import Image, ImageDraw
 
-    strip, gap = 14, 4
+    strip, gap = LABEL_STRIP, PANEL_GAP
     tiles = []
     for label, pixels in crop.panels:
         arr = (pixels.clamp(0, 1) * 255 + 0.5).floor().byte()
@@ -603,7 +583,7 @@ def _check_lpips_net(cfg: DictConfig) -> str:
 def run(cfg: DictConfig) -> int:
     lpips_net = _check_lpips_net(cfg)   # before any model or image is loaded
     device = resolve_device(cfg.get("device"))
-    autocast_dtype = _autocast_dtype(cfg.get("precision", "32-true"))
+    autocast_dtype = precision_autocast_dtype(cfg.get("precision", "32-true"))
     models = build_models(cfg)
     for m in models:
         m.net.to(device)
@@ -634,6 +614,5 @@ def main(cfg: DictConfig) -> int:
 
     try:
         return run(cfg)
-    except (EvalError, ImageReadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (UserError, ImageReadError) as err:  # ImageReadError: an unreadable test image is the user's to fix
+        return report_user_error(err)

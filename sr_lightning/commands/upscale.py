@@ -8,8 +8,9 @@ its format comes from the extension. Existing files are never replaced unless `o
 `overwrite=skip` keeps them and does the rest, which continues an interrupted folder (each output is written to a
 temporary name and renamed, so an existing file is always a finished one).
 Unreadable inputs, and inputs over `max_pixels=` (the decompression-bomb guard), are named on one `error:` line
-each; the rest of the folder is done and the command exits 1. An output folder that cannot be written stops the
-command before the model is loaded. See conf/upscale.yaml for every key.
+each; the rest of the folder is done and the command exits 2, as for any user error (1 when only writes failed).
+An output folder that cannot be written stops the command before the model is loaded. Loading is
+`sr_lightning.loading`, the image pipeline `sr_lightning.inference`; see conf/upscale.yaml for every key.
 """
 from __future__ import annotations
 
@@ -22,54 +23,44 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sr_lightning.errors import EXIT_USER_ERROR, UserError, report_user_error
+from sr_lightning.loading import LoadedGenerator, runs_as_exported, runs_on_onnxruntime
+from sr_lightning.precision import resolve_device, resolve_precision
+
 log = logging.getLogger("sr_lightning.upscale")
 
 
-class UpscaleError(RuntimeError):
+class UpscaleError(UserError, RuntimeError):
     """A problem with the command's arguments; printed as one `error:` line naming the key or file."""
 
 
 # --- model ----------------------------------------------------------------------------------------------------
 
-def load_model(cfg: DictConfig):
-    """The generator named by ``ckpt=`` or ``weights=`` -> `sr_lightning.checkpoint.LoadedGenerator`.
+def load_model(cfg: DictConfig) -> LoadedGenerator:
+    """The generator named by ``ckpt=`` or ``weights=``.
 
     ``weights=``: an export with its sidecar; bare .safetensors with ``model=<preset>``; or, with neither, a
     community .pth/.safetensors whose architecture, size and scale spandrel detects."""
-    from sr_lightning.checkpoint import CheckpointError, LoadedGenerator, load_generator
-    from sr_lightning.commands.export import (ExportError, build_from_config, load_exported, load_safetensors_into,
-                                              sidecar_path)
+    from sr_lightning.loading import load_bare_weights, load_generator, sidecar_path
 
     ckpt, weights = cfg.get("ckpt"), cfg.get("weights")
     if bool(ckpt) == bool(weights):
         raise UpscaleError("give exactly one of ckpt=<run>/checkpoints/best.ckpt or weights=<exported file>"
                            + (" (got both)" if ckpt else ""))
-    try:
-        if ckpt:
-            return load_generator(Path(str(ckpt)).expanduser(), use_ema=bool(cfg.get("use_ema", True)))
-        path = Path(str(weights)).expanduser()
-        if not path.is_file():
-            raise UpscaleError(f"weights={path}: file not found")
-        if sidecar_path(path).is_file():
-            return load_exported(path)
-        gen = cfg.get("gen")
-        if not gen:  # no sidecar, no preset: a community model file, its architecture detected by spandrel
-            return load_generator(path)
-        if path.suffix.lower() != ".safetensors":
-            raise UpscaleError(f"weights={path}: no sidecar {sidecar_path(path).name} next to it; model=<preset> "
-                               f"takes bare .safetensors weights (drop model= to let spandrel detect a community "
-                               f"model file's architecture)")
-        gen = OmegaConf.to_container(gen, resolve=True)
-        net = build_from_config(gen, f"model preset gen={gen.get('_target_')}")
-        preset = _choice("model") or "?"
-        load_safetensors_into(net, path, f"model={preset} (gen={gen.get('_target_')}, scale={cfg.scale})")
-        plain = {"gen": gen, "scale": int(cfg.scale), "color": str(cfg.color),
-                 "value_range": [float(v) for v in cfg.value_range], "model_name": preset}
-        return LoadedGenerator(net=net.eval(), scale=int(cfg.scale), value_range=tuple(plain["value_range"]),
-                               color=plain["color"], cfg=plain, source=str(path), used_ema=False,
-                               meta={"name": preset})
-    except (CheckpointError, ExportError) as err:
-        raise UpscaleError(str(err)) from err
+    if ckpt:
+        return load_generator(Path(str(ckpt)).expanduser(), use_ema=bool(cfg.get("use_ema", True)))
+    path = Path(str(weights)).expanduser()
+    if not path.is_file():
+        raise UpscaleError(f"weights={path}: file not found")
+    if sidecar_path(path).is_file() or not cfg.get("gen"):
+        # an export (its sidecar rebuilds it), or with no preset a community model file (spandrel detects it)
+        return load_generator(path)
+    if path.suffix.lower() != ".safetensors":
+        raise UpscaleError(f"weights={path}: no sidecar {sidecar_path(path).name} next to it; model=<preset> "
+                           f"takes bare .safetensors weights (drop model= to let spandrel detect a community "
+                           f"model file's architecture)")
+    return load_bare_weights(path, OmegaConf.to_container(cfg.gen, resolve=True), int(cfg.scale), str(cfg.color),
+                             tuple(float(v) for v in cfg.value_range), name=_choice("model") or "?")
 
 
 def _choice(group: str) -> str | None:
@@ -81,29 +72,11 @@ def _choice(group: str) -> str | None:
         return None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(str(name))
-    except RuntimeError:
-        raise UpscaleError(f"device: got {name!r}; allowed: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UpscaleError(f"device={name}: no CUDA GPU is available; use device=cpu")
-    return device
-
-
 def resolve_run_options(cfg: DictConfig, device: torch.device, eager: bool) -> tuple[str, torch.dtype | None, bool]:
     """(precision name, autocast dtype or None, channels_last) with the same `auto` rules as training."""
-    from sr_lightning.precision import resolve_precision
-    from sr_lightning.config import ConfigError
-
-    try:
-        name, amp, channels_last = resolve_precision(str(cfg.get("precision", "auto")),
-                                                     "gpu" if device.type == "cuda" else "cpu",
-                                                     cfg.get("channels_last", "auto"))
-    except ConfigError as err:
-        raise UpscaleError(str(err)) from err
+    name, amp, channels_last = resolve_precision(str(cfg.get("precision", "auto")),
+                                                 "gpu" if device.type == "cuda" else "cpu",
+                                                 cfg.get("channels_last", "auto"))
     if not eager:  # TorchScript / ONNX graphs run as exported, in fp32
         return "32-true", None, False
     return name, (getattr(torch, amp) if amp else None), channels_last
@@ -251,12 +224,9 @@ def run(cfg: DictConfig) -> int:
     max_pixels = _max_pixels(cfg)
     check_writable(output_folder(targets))
     loaded = load_model(cfg)
-    from sr_lightning.commands.export import OnnxGenerator
-
-    on_onnxruntime = isinstance(loaded.net, OnnxGenerator)
-    eager = not (on_onnxruntime or isinstance(loaded.net, torch.jit.ScriptModule))
+    on_onnxruntime = runs_on_onnxruntime(loaded.net)
     device = torch.device("cpu") if on_onnxruntime else resolve_device(cfg.get("device", "auto"))
-    precision, amp, channels_last = resolve_run_options(cfg, device, eager)
+    precision, amp, channels_last = resolve_run_options(cfg, device, eager=not runs_as_exported(loaded.net))
     try:
         upscaler = Upscaler(loaded, tile=tile, tile_overlap=overlap, autocast_dtype=amp, channels_last=channels_last,
                             device=device, window=str(cfg.get("window", "cosine")))
@@ -266,13 +236,16 @@ def run(cfg: DictConfig) -> int:
     print(f"{loaded.name}: x{upscaler.scale} {upscaler.color.upper()} model on {device} ({precision}, {tile_note}"
           f"{', channels_last' if channels_last else ''}), {len(inputs)} image(s)", flush=True)
 
-    start, done, failed, mp_in, mp_out = time.perf_counter(), 0, 0, 0.0, 0.0
+    # A failed image is named on its own error line and the rest are done. `refused` counts the user's part of
+    # it (an unreadable or too large input, an output format that cannot hold the image): exit 2 as for any
+    # user error; an output that could not be written (disk full, a folder gone) alone gives exit 1.
+    start, done, failed, refused, mp_in, mp_out = time.perf_counter(), 0, 0, 0, 0.0, 0.0
     for src, dst in zip(inputs, targets):
         try:
             image = read_image(src, max_pixels=max_pixels)
         except ImageReadError as err:
             print(f"error: {err}", file=sys.stderr)
-            failed += 1
+            failed, refused = failed + 1, refused + 1
             continue
         height, width = image.shape[:2]
         with tqdm(total=upscaler.tiles_for(height, width), desc=src.name, unit="tile", leave=False,
@@ -285,7 +258,7 @@ def run(cfg: DictConfig) -> int:
             write_result(dst, result)
         except (ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
-            failed += 1
+            failed, refused = failed + 1, refused + (not isinstance(err, OSError))
             continue
         finally:
             # Drop both arrays now: held until the next image's result exists, a folder of big images would
@@ -299,12 +272,11 @@ def run(cfg: DictConfig) -> int:
     where = targets[0] if len(targets) == 1 else targets[0].parent
     print(f"upscaled {done} image(s) x{upscaler.scale}: {mp_in:.2f} MP in -> {mp_out:.2f} MP out in {seconds:.1f} s "
           f"({mp_out / max(seconds, 1e-9):.2f} MP/s)" + (f", {failed} failed" if failed else "") + f" -> {where}")
-    return 1 if failed else 0
+    return EXIT_USER_ERROR if refused else 1 if failed else 0
 
 
 def main(cfg: DictConfig) -> int:
     try:
         return run(cfg)
-    except UpscaleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except UserError as err:
+        return report_user_error(err)

@@ -28,6 +28,7 @@ from sr_lightning.inference.tiling import (auto_tile_size, available_memory_byte
                                            iter_tiled_rows, plan_axis, tiled_forward)
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
+from sr_lightning.ops.value_range import from_unit, to_unit
 
 __all__ = ["Upscaler", "bicubic_rows", "bicubic_region", "tiled_forward", "iter_tiled_blocks", "iter_tiled_rows",
            "auto_tile_size", "available_memory_bytes", "plan_axis"]
@@ -79,7 +80,7 @@ def _quantise(x: Tensor, maxval: int, dtype: np.dtype) -> np.ndarray:
 
 @dataclass
 class Upscaler:
-    """A loaded generator plus how to run it. ``loaded`` is a `sr_lightning.checkpoint.LoadedGenerator`
+    """A loaded generator plus how to run it. ``loaded`` is a `sr_lightning.loading.LoadedGenerator`
     (or anything with ``net``, ``scale``, ``value_range`` and ``color``)."""
 
     loaded: object
@@ -131,7 +132,7 @@ class Upscaler:
         height, width, channels = image.shape
         has_alpha = channels in (2, 4)
         colour_channels = channels - 1 if has_alpha else channels
-        s, (lo, hi) = self.scale, self.value_range
+        s = self.scale
 
         # The input stays uint8/uint16; each tile (and each bicubic window) is turned into floats when it is
         # used, with the same arithmetic as a whole-image conversion, so no full-size float copy exists.
@@ -139,20 +140,17 @@ class Upscaler:
             image = image.copy()
         pixels = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, C, H, W) view, no copy
 
-        def to_unit(t: Tensor) -> Tensor:
+        def pixels_to_unit(t: Tensor) -> Tensor:
             return t.float() / maxval
 
         def to_net(t: Tensor) -> Tensor:
-            t = to_unit(t)
-            return t * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else t
+            return from_unit(pixels_to_unit(t), self.value_range)
 
         chroma, prepare = None, to_net
         if self.color == "y":  # a Y model is small; its colour conversion stays whole-image (float) as before
-            rgb = to_unit(pixels[0, :colour_channels])
+            rgb = pixels_to_unit(pixels[0, :colour_channels])
             ycc = rgb2ycbcr(rgb.expand(3, height, width) if colour_channels == 1 else rgb)
-            chroma, x, prepare = ycc[1:], ycc[:1][None], None
-            if (lo, hi) != (0.0, 1.0):
-                x = x * (hi - lo) + lo
+            chroma, x, prepare = ycc[1:], from_unit(ycc[:1][None], self.value_range), None
         else:
             x = pixels[:, :colour_channels]
             if colour_channels == 1:
@@ -165,9 +163,7 @@ class Upscaler:
                                                   channels_last=self.channels_last, output_device="cpu",
                                                   on_tile=on_tile, prepare=prepare):
             bottom, right = top + block.shape[2], left + block.shape[3]
-            sr = block[0]
-            if (lo, hi) != (0.0, 1.0):
-                sr = (sr - lo) / (hi - lo)
+            sr = to_unit(block[0], self.value_range)
             if chroma is not None:
                 sr = ycbcr2rgb(torch.cat([sr, bicubic_region(chroma, s, top, bottom, left, right)]))
             if colour_channels == 1:  # luma of the RGB the network would have shown (so clamp first)
@@ -175,5 +171,5 @@ class Upscaler:
             out[top:bottom, left:right, :colour_channels] = _quantise(sr, maxval, image.dtype)
             if alpha is not None:
                 out[top:bottom, left:right, -1:] = _quantise(
-                    bicubic_region(alpha, s, top, bottom, left, right, prepare=to_unit), maxval, image.dtype)
+                    bicubic_region(alpha, s, top, bottom, left, right, prepare=pixels_to_unit), maxval, image.dtype)
         return out[:, :, 0] if channels == 1 else out

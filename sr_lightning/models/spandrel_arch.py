@@ -33,6 +33,8 @@ import torch
 from spandrel import SizeRequirements
 from torch import Tensor, nn
 
+from sr_lightning.errors import UserError
+
 TARGET = "sr_lightning.models.spandrel_arch.SpandrelGenerator"
 PERMISSIVE = "permissive (see spandrel)"
 # Keys of our own config that are not constructor arguments of the wrapped architecture.
@@ -356,7 +358,7 @@ def tiny_config(arch: str, scale: int = 4, in_channels: int = 3) -> dict[str, An
 
 # --- community model files ------------------------------------------------------------------------------------
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file that cannot be used; the message is one line that names the file."""
 
 
@@ -370,8 +372,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     containers (and so could run code while loading) is refused. spandrel's wrappers (``params_ema``,
     ``state_dict``, ``module.`` prefixes) are unwrapped by ``spandrel.canonicalize_state_dict``.
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
@@ -387,15 +387,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except (SafetensorError, OSError, ValueError) as err:
             raise ModelFileError(f"{path}: not a readable safetensors file ({err})") from err
     else:
+        from sr_lightning.checkpoint import load_failure, refusal, refused_global
+
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelFileError(f"{path}: refused: the file holds pickled Python objects, not only weights "
-                                 f"(weights_only=True: {reason})") from err
-        except Exception as err:  # truncated, TorchScript archive, not a torch file
-            raise ModelFileError(f"{path}: not a readable weights file ({type(err).__name__}: "
-                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from err
+        except Exception as err:  # noqa: BLE001 - holding code, truncated, a TorchScript archive, not a torch file
+            refused = refused_global(err)  # a corrupt pickle raises UnpicklingError too: only this one is unsafe
+            if refused is not None:
+                raise ModelFileError(f"{path}: {refusal(refused)}") from err
+            raise ModelFileError(f"{path}: not a readable weights file ({load_failure(err)})") from err
     return weights_of(path, state)
 
 
