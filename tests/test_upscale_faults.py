@@ -73,6 +73,27 @@ def test_image_over_max_pixels_is_named_and_the_rest_is_done(tmp_path, folder, c
     assert "upscaled 2 image(s)" in captured.out and "1 failed" in captured.out
 
 
+def test_a_failed_write_alone_exits_1_and_a_refused_input_exits_2(tmp_path, folder, capsys, monkeypatch):
+    """Both leave the rest of the folder done; a refused input is the user's to fix (exit 2 as every user error),
+    an output the disk would not take alone is not (exit 1)."""
+    ckpt, src = folder
+    write_result = write_mod.write_result
+
+    def disk_full_for_c(path, array, **kwargs):
+        if Path(path).name == "c.png":
+            raise OSError(28, "No space left on device", str(path))
+        return write_result(path, array, **kwargs)
+
+    monkeypatch.setattr(write_mod, "write_result", disk_full_for_c)
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=tmp_path / "o1", progress=False)) == 1
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["a.png", "big.png"]
+    assert upscale_cmd.main(_cfg(ckpt=ckpt, input=src, output=tmp_path / "o2", max_pixels=1999,
+                                 progress=False)) == 2
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a.png"]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and "c.png" in errors[0] and "big.png" in errors[1] and "c.png" in errors[2], errors
+
+
 def test_max_pixels_raised_on_purpose_reads_the_big_file(tmp_path, folder, capsys):
     ckpt, src = folder
     out = tmp_path / "out"
