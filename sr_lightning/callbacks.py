@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import Callback
 
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted
 
-
 GENERATOR_PREFIXES = ("gen.", "gen_ema.")
 SLIM_MARKER = "sr_lightning_slim"  # readers tell a slim best.ckpt from a resumable one by this key
 

@@ -1,17 +1,25 @@
-"""`python -m sr_lightning <command> [overrides...]`: dispatch a command into Hydra.
+"""`python -m sr_lightning <command> [key=value ...]`: dispatch a command into Hydra.
 
 Hydra commands compose `conf/<config>.yaml` and call `sr_lightning.commands.<module>.main(cfg)`;
-argv commands (report, mos) take plain arguments and call `run(argv)`. When the first argument is not a
-command, `train` is meant, so `python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32` is a sweep.
+argv commands (report, mos) take the same `key=value` form through `sr_lightning.cli_args` and call
+`run(argv)`, which prints their own `--help`. When the first argument is not a command, `train` is meant, so
+`python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32` is a sweep.
+
+`COMMAND --help` of a Hydra command is built here from the command's own primary config (composed, no job
+run): its keys with their defaults and yaml comments, and only the config groups of its defaults list.
+A `UserError` escaping any command is one `error: <message>` line and exit 2.
 """
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.interrupt import TrainingInterrupted
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -42,14 +50,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+HELP_FLAGS = ("-h", "--help")
+SET_BY_THE_COMMAND = ("task_name", "model_name")  # primary-config keys a user never sets: not in --help
+
+
+def _group_options(group: str) -> list[str]:
+    group_dir = CONF_DIR / group
+    return sorted(str(f.relative_to(group_dir).with_suffix("")) for f in group_dir.rglob("*.yaml"))
+
+
 def _config_groups() -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for group_dir in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
-        options = sorted(
-            str(f.relative_to(group_dir).with_suffix("")) for f in group_dir.rglob("*.yaml")
-        )
-        groups[group_dir.name] = options
-    return groups
+    return {d.name: _group_options(d.name) for d in sorted(CONF_DIR.iterdir()) if d.is_dir() and d.name != "hydra"}
 
 
 def usage() -> str:
@@ -77,6 +88,162 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# --- COMMAND --help for Hydra commands -----------------------------------------------------------------------
+
+_KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*):(.*)$")
+_GROUP_LINE = re.compile(r"^\s*-\s*(?:optional\s+)?/?([\w/]+):\s*\S+\s+#\s*(.*)$")
+
+
+def yaml_comments(path: Path) -> dict[str, str]:
+    """`dotted.key` -> its end-of-line comment (with the comment lines aligned under it), and
+    `defaults/<group>` -> the comment of a defaults-list entry. A line reader, not a YAML parser: it is enough
+    for our config files, whose comments follow `key: value` on the same line."""
+    comments: dict[str, str] = {}
+    parents: list[tuple[int, str]] = []
+    last: tuple[str, int] | None = None  # (key, column of its '#') for comment lines continuing it
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped.startswith("#"):
+            if last is not None and indent >= last[1] - 2 and indent > 0:
+                comments[last[0]] += " " + stripped.lstrip("#").strip()
+            else:
+                last = None
+            continue
+        last = None
+        group = _GROUP_LINE.match(line)
+        if group:
+            comments[f"defaults/{group[1]}"] = group[2].strip()
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            continue
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        key = ".".join([k for _, k in parents] + [match[2]])
+        parents.append((indent, match[2]))
+        hash_at = match[3].find(" #")
+        if hash_at >= 0:
+            comments[key] = match[3][hash_at + 2:].strip()
+            last = (key, len(line) - len(match[3]) + hash_at + 1)
+    return comments
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the values a yaml mapping sets (a list or an empty mapping is one value)."""
+    if not isinstance(node, dict) or not node:
+        return [prefix]
+    return [key for k, v in node.items() for key in _leaf_keys(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as the user would type it: null, true, [0.0, 1.0], ${lr} (interpolations stay unresolved)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _defaults_groups(defaults: list[Any]) -> list[tuple[str, Any]]:
+    """(group, default option) of a primary config's defaults list; Hydra's own groups are not ours to list."""
+    groups = []
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue  # _self_
+        for key, option in entry.items():
+            key = key.removeprefix("optional ").lstrip("/")
+            if key.startswith(("override ", "hydra")):
+                continue
+            groups.append((key, option))
+    return groups
+
+
+def _compose(config: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config, overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def hydra_command_help(name: str, command: Command, argv: list[str]) -> str:
+    """What the command does, then only the keys its primary config sets and the groups its defaults list
+    names, with the values these overrides give (defaults when there are none)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    if command.module == "train":
+        overrides = spandrel_arch_overrides(overrides)
+    note = ""
+    try:
+        cfg = _compose(command.config, overrides)
+    except HydraException as err:  # help is still wanted: show the defaults and say why
+        cfg = _compose(command.config, [])
+        note = f"(defaults shown: {' '.join(overrides)} did not compose: {str(err).splitlines()[0]})"
+    path = CONF_DIR / f"{command.config}.yaml"
+    primary = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    comments = yaml_comments(path)
+    keys = [k for k in _leaf_keys({k: v for k, v in primary.items() if k not in ("defaults", "hydra")})
+            if k not in SET_BY_THE_COMMAND]
+    values = {key: _yaml_value(_raw_value(cfg, key)) for key in keys}
+    width = min(max((len(f"{k}={v}") for k, v in values.items()), default=0), 36)
+    lines = [f"{name}: {command.summary}", "", f"usage: python -m sr_lightning {name} [key=value ...]"]
+    if note:
+        lines += ["", note]
+    lines += ["", f"Keys (conf/{command.config}.yaml):"]
+    for key, value in values.items():
+        lines += _aligned(f"{key}={value}", width, comments.get(key, ""))
+    groups = _defaults_groups(primary.get("defaults") or [])
+    if groups:
+        choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+        gwidth = max(len(group) for group, _ in groups)
+        lines += ["", "Config groups (group=option; the current choice, then the others):"]
+        for group, default in groups:
+            chosen = _yaml_value(choices.get(group, default))
+            comment = comments.get(f"defaults/{group}", "").removeprefix("(").removesuffix(")")
+            lines += _aligned(group, gwidth, chosen + (f"   ({comment})" if comment else ""))
+            others = [o for o in _group_options(group) if o != chosen]
+            if others:
+                lines += _aligned("", gwidth, "also: " + ", ".join(others))
+    lines += ["", (f"Hydra: `{name} --cfg job` prints the composed config, `-m key=a,b` sweeps, "
+                   f"`{name} --hydra-help` shows Hydra's flags.")]
+    return "\n".join(lines)
+
+
+def _aligned(left: str, width: int, text: str, indent: int = 2, line_width: int = 116) -> list[str]:
+    """`left` padded to `width`, then `text` wrapped into the column after it."""
+    import textwrap
+
+    column = indent + max(width, len(left)) + 2
+    wrapped = textwrap.wrap(text, max(line_width - column, 40)) or [""]
+    first = f"{' ' * indent}{left:<{width}}  {wrapped[0]}".rstrip()
+    return [first, *(" " * column + rest for rest in wrapped[1:])]
+
+
+def _raw_value(cfg, key: str) -> Any:
+    """The composed value at `key` as written: an interpolation stays `${...}` (it says what the key follows)."""
+    from omegaconf import OmegaConf
+
+    node = cfg
+    for part in key.split("."):
+        node = node._get_node(part) if OmegaConf.is_dict(node) else None
+        if node is None:  # a preset replaced the mapping this key was in
+            return None
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=False)
+    return node._value()
+
+
 def _run_hydra(command: Command, argv: list[str]) -> int:
     import hydra
 
@@ -91,7 +258,10 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
     exit_code: list[int] = [0]
 
     def task(cfg):
-        result = module.main(cfg)
+        try:
+            result = module.main(cfg)
+        except UserError as err:  # the safety net: commands report their own, this catches what escapes
+            result = report_user_error(err)  # returned, not raised: Hydra would print it as exit 1
         if isinstance(result, int) and result != 0:
             exit_code[0] = result
         return result
@@ -105,7 +275,10 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
                   file=sys.stderr, flush=True)
         return stop.exit_code
     if command.module == "train":
-        from sr_lightning.commands.train import SweepSummaryCallback
+        try:
+            from sr_lightning.sweep import SweepSummaryCallback
+        except ImportError:  # until sr_lightning/sweep.py lands (the lead removes this fallback)
+            from sr_lightning.commands.train import SweepSummaryCallback
 
         if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
             return 1
@@ -157,16 +330,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = COMMANDS[name]
     os.environ.setdefault("WANDB_SILENT", "true")
-    if name == "train" and {"-m", "--multirun"} & set(argv) and not any(a.startswith("logger=") for a in argv):
-        # Sweeps log to W&B (offline unless WANDB_MODE says otherwise) so the dashboard can compare the jobs.
-        argv = [*argv, "logger=wandb"]
     try:
+        if command.config is not None and set(HELP_FLAGS) & set(argv):
+            print(hydra_command_help(name, command, argv))
+            return 0
+        if name == "train" and {"-m", "--multirun"} & set(argv) and not any(a.startswith("logger=") for a in argv):
+            # Sweeps log to W&B (offline unless WANDB_MODE says otherwise) so the dashboard can compare the jobs.
+            argv = [*argv, "logger=wandb"]
         if command.config is None:
-            return int(command.import_module().run(argv) or 0)
+            return _run_argv_command(command, argv)
         return _run_hydra(command, argv)
+    except UserError as err:  # escaped a command (or its argv rewrite): one line, exit 2
+        return report_user_error(err)
     except KeyboardInterrupt:  # Ctrl-C in eval, upscale, ...: one line, not a traceback (train handles its own)
         print(f"\n{name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_argv_command(command: Command, argv: list[str]) -> int:
+    try:
+        return int(command.import_module().run(argv) or 0)
+    except SystemExit as exit_:  # an argparse-based command (list): --help is 0, a usage error 2
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
 
 
 if __name__ == "__main__":

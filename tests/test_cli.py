@@ -1,6 +1,7 @@
 """The command line as users type it: help, composition of every preset, bad-config messages."""
 from __future__ import annotations
 
+import re
 
 import pytest
 from hydra.utils import get_class
@@ -29,6 +30,75 @@ def test_unknown_command_is_one_clear_line(capsys):
     assert main(["trian"]) == 2
     err = capsys.readouterr().err
     assert "unknown command 'trian'" in err and "train" in err
+
+
+HYDRA_COMMANDS = [name for name, command in COMMANDS.items() if command.config]
+
+
+@pytest.mark.parametrize("name", HYDRA_COMMANDS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_hydra_command_help_says_what_it_does_and_lists_its_own_keys(name, flag, capsys):
+    from sr_lightning.cli import CONF_DIR
+
+    assert main([name, flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}: {COMMANDS[name].summary}\n")
+    primary = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{COMMANDS[name].config}.yaml"))
+    for key in primary:
+        if key not in ("defaults", "hydra", "task_name", "model_name"):
+            assert f"\n  {key}=" in out or f"\n  {key}." in out, key
+    groups = [next(iter(e)) for e in primary.get("defaults", []) if isinstance(e, dict)
+              and not next(iter(e)).startswith(("override", "hydra"))]
+    section = out.split("Config groups")[1] if "Config groups" in out else ""
+    listed = [line.split()[0] for line in section.splitlines()[1:] if line.startswith("  ")
+              and not line.startswith("   ")]
+    assert listed == groups
+
+
+def test_export_help_lists_no_training_groups(capsys):
+    assert main(["export", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "format=safetensors" in out and "safetensors | onnx | torchscript" in out and "opset=18" in out
+    for group in ("trainer", "callbacks", "logger", "model", "data"):
+        assert group not in out
+    assert "Config groups" not in out
+
+
+def test_train_help_shows_the_values_the_overrides_give(capsys):
+    assert main(["train", "--help"]) == 0
+    default = capsys.readouterr().out
+    assert "  crop=96 " in default and "HR patch size" in default
+    assert "  module.ema_decay=0.999" in default and "  module.g_optim.lr=${lr}" in default
+    assert re.search(r"\n  disc +null\n +also: .*vgg", default)
+    assert re.search(r"\n  model +srresnet +\(preset: picks gen/disc/loss", default)
+    assert main(["model=srgan_mse", "crop=64", "--help"]) == 0  # no command: train, as when running
+    chosen = capsys.readouterr().out
+    assert "  crop=64 " in chosen and re.search(r"\n  disc +vgg\n", chosen)
+    assert main(["train", "model=nosuch", "--help"]) == 0  # still help, with the defaults and why
+    out = capsys.readouterr().out
+    assert "model=nosuch did not compose" in out and "  crop=96 " in out
+
+
+@pytest.mark.parametrize("name", [name for name, command in COMMANDS.items() if not command.config])
+def test_argv_command_help_is_their_own_and_exits_0(name, capsys):
+    assert main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() and "Traceback" not in out
+
+
+def test_a_user_error_escaping_a_command_is_one_error_line_and_exit_2(capsys, monkeypatch):
+    from sr_lightning.commands import export, report
+    from sr_lightning.errors import UserError
+
+    def broken(_):
+        raise UserError("weights.pth: not found")
+
+    monkeypatch.setattr(report, "run", broken)
+    assert main(["report", "somewhere"]) == 2
+    assert capsys.readouterr().err == "error: weights.pth: not found\n"
+    monkeypatch.setattr(export, "main", broken)  # inside Hydra's job, where Hydra would print it as exit 1
+    assert main(["export", "ckpt=x.ckpt"]) == 2
+    assert capsys.readouterr().err == "error: weights.pth: not found\n"
 
 
 def test_ctrl_c_in_a_command_is_one_line_and_exit_130(capsys, monkeypatch):
