@@ -10,8 +10,11 @@
 * resume: the run id is kept in `<run dir>/wandb_run_id`; a resumed training run reuses the id of the run it
   continues (`continued_run_id`) with `resume="allow"`, so the dashboard shows one run with one curve.
 
-The train command logs the flattened config (`gen.blocks`, `crop`, `lr`, ... as config keys), the module
-logs metrics and image grids, and `log_final_summary` adds the final numbers and a results table at the end.
+* name: the swept keys and this job's values (`lr=1e-4,gen.blocks=8`); the model name outside a sweep.
+
+The train command logs the config once, flattened (`gen.blocks`, `crop`, `lr`, ... as config keys), the module
+logs metrics and image grids, and `log_final_summary` adds the final numbers and a results table at the end
+and returns where an offline run was written (for the `wandb sync` line the run prints).
 """
 from __future__ import annotations
 
@@ -92,6 +95,19 @@ def _hydra_run_info() -> dict[str, Any]:
     }
 
 
+def run_name(info: dict[str, Any]) -> str:
+    """A sweep job: its values of the swept keys (`lr=1e-4,gen.blocks=8`), the keys that tell the jobs of one
+    group apart; a single run (or a sweep that varies nothing): the model name."""
+    from sr_lightning.sweep import sweep_axes
+
+    name = info.get("model") or "run"
+    if info.get("multirun"):
+        values = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in info.get("overrides", []) if "=" in o}
+        swept = [f"{key}={values[key]}" for key in sweep_axes(info["sweep_dir"]) if key in values]
+        name = ",".join(swept) or name
+    return name[:128]
+
+
 def _finish_stale_run() -> None:
     """A run still open when the next job of a sequential sweep starts belongs to a job that failed."""
     wandb = sys.modules.get("wandb")
@@ -106,8 +122,8 @@ def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: 
                  tags: Iterable[str] | None = None, log_model: bool = False, **kwargs: Any):
     """A Lightning WandbLogger with this project's defaults (see the module docstring).
 
-    `name`/`group`/`save_dir` left `None` are derived from the Hydra job: name `<model>-<overrides>`,
-    the sweep's group in a multirun, the run directory.
+    `name`/`group`/`save_dir` left `None` are derived from the Hydra job: name `run_name`, the sweep's group in
+    a multirun, the run directory.
     """
     from lightning.pytorch.loggers import WandbLogger
 
@@ -119,12 +135,7 @@ def wandb_logger(project: str = "sr-lightning", name: str | None = None, group: 
     if group is None and info.get("multirun"):
         group = sweep_group_name(info["sweep_dir"], info.get("experiment"))
     if name is None and info:
-        name = info.get("model") or "run"
-        if info.get("overrides"):
-            name = f"{name}-{','.join(info['overrides'])}"
-        if info.get("multirun"):
-            name = f"{info['job_num']}-{name}"
-        name = name[:128]
+        name = run_name(info)
     if save_dir is None:
         save_dir = os.environ.get("WANDB_DIR") or (str(info["output_dir"]) if info else None)
     if save_dir is not None:
@@ -163,9 +174,11 @@ def results_row(config: dict[str, Any], summary: dict[str, Any]) -> tuple[list[s
     return columns, row
 
 
-def log_final_summary(loggers: Iterable[Any], summary: dict[str, Any]) -> None:
+def log_final_summary(loggers: Iterable[Any], summary: dict[str, Any]) -> list[Path]:
     """At the end of a run: final numbers into the W&B summary, a one-row `final_results` table, then close
-    the run (the next job of a sequential sweep starts its own). No-op without a WandbLogger."""
+    the run (the next job of a sequential sweep starts its own). Returns the folders of offline runs (what
+    `wandb sync <folder>` uploads). No-op without a WandbLogger."""
+    offline: list[Path] = []
     for logger in _wandb_loggers(loggers):
         run = logger.experiment
         flat: dict[str, Any] = {"status": summary.get("status"), "global_step": summary.get("global_step"),
@@ -176,7 +189,17 @@ def log_final_summary(loggers: Iterable[Any], summary: dict[str, Any]) -> None:
         run.summary.update({k: v for k, v in flat.items() if v is not None})
         columns, row = results_row(dict(run.config), summary)
         logger.log_table(key="final_results", columns=columns, data=[row])
+        if run.settings.mode == "offline":
+            offline.append(Path(run.settings.sync_dir))
         run.finish()
+    return offline
+
+
+def sync_hint(offline_dirs: Iterable[Path]) -> str:
+    """The lines a run prints after an offline W&B run: where it went and the command that uploads it."""
+    import shlex
+
+    return "\n".join(f"W&B offline run: {d}\nupload it with: wandb sync {shlex.quote(str(d))}" for d in offline_dirs)
 
 
 def log_failure(error: str, status: str = "failed", exit_code: int = 1) -> None:

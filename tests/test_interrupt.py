@@ -15,7 +15,7 @@ import torch
 from conftest import REPO_ROOT, TINY
 from signal_at_step import SignalAtStep
 from sr_lightning.callbacks import GracefulStop
-from sr_lightning.commands.train import _completed_summary
+from sr_lightning.run_folder import completed_summary
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted, detach_from_terminal, terminal_fds
 from test_module import TinyData, build
 
@@ -111,12 +111,12 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_previous_checkpoint(tmp_path)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
 
 
-def test_resume_auto_skips_a_run_that_already_reached_max_steps(tmp_path, compose):
+def test_resume_auto_skips_a_run_that_already_reached_max_steps(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "global_step": 6}))
-    assert _completed_summary(compose(["trainer.max_steps=6"]), tmp_path)["global_step"] == 6
-    assert _completed_summary(compose(["trainer.max_steps=10"]), tmp_path) is None  # longer: train on
+    assert completed_summary(tmp_path, max_steps=6).global_step == 6
+    assert completed_summary(tmp_path, max_steps=10) is None  # longer: train on
     (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted", "global_step": 6}))
-    assert _completed_summary(compose(["trainer.max_steps=6"]), tmp_path) is None
+    assert completed_summary(tmp_path, max_steps=6) is None
 
 
 def test_sigterm_stops_a_sweep_and_its_resume_command_finishes_it(cli, tmp_path):

@@ -1,4 +1,4 @@
-"""`python -m sr_lightning report <multirun dir>`: table, markdown, plots, and clear errors.
+"""`python -m sr_lightning report dir=<multirun dir>`: table, markdown, plots, and clear errors.
 
 The slow test reports on the real 2x2 sweep of test_sweep.py; the others build small job folders by hand
 (the files a training job leaves), which is enough to check how they are read.
@@ -30,7 +30,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_report_of_a_2x2_sweep_has_four_rows_and_plots(sweep, tmp_path):
-    result = run_cli("report", str(sweep.dir), "--out", str(tmp_path / "rep"))
+    result = run_cli("report", f"dir={sweep.dir}", f"out={tmp_path / 'rep'}")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "rep"
     assert f"table: {out / 'report.csv'}" in result.stdout
@@ -68,7 +68,7 @@ def test_report_of_a_2x2_sweep_has_four_rows_and_plots(sweep, tmp_path):
 
 def _fake_job(root: Path, name: str, overrides: list[str], status: str | None, psnr: float | None = None,
               steps: list[tuple[int, float]] = (), error: str | None = None) -> Path:
-    """The files a training job leaves behind (see sr_lightning/commands/train.py)."""
+    """The files a training job leaves behind (see sr_lightning/run_folder.py)."""
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
     values = dict(o.split("=", 1) for o in overrides)
@@ -156,7 +156,7 @@ def test_without_argument_the_newest_sweep_is_reported(tmp_path, monkeypatch, ca
     for stamp in (("2024-05-01", "23-00-00"), ("2024-05-02", "01-00-00")):
         _fake_job(tmp_path / "outputs" / "multirun" / stamp[0] / stamp[1], "0", ["crop=48"], "completed", 26.0)
     monkeypatch.chdir(tmp_path)
-    assert report.run(["--no-plots"]) == 0
+    assert report.run(["plots=false"]) == 0
     out = capsys.readouterr().out
     assert "newest sweep outputs/multirun/2024-05-02/01-00-00" in out
     assert (tmp_path / "outputs" / "multirun" / "2024-05-02" / "01-00-00" / "report" / "report.csv").is_file()
@@ -167,3 +167,41 @@ def test_status_counts_name_interrupted_jobs_and_fold_unknown_values_into_incomp
 
     assert status_counts(["completed", "failed", "completed"]) == "2 completed, 1 failed, 0 incomplete"
     assert status_counts(["interrupted", "completed", "running?"]) == "1 completed, 0 failed, 1 interrupted, 1 incomplete"
+
+
+def test_report_takes_key_value_and_a_path_as_shorthand(tmp_path, capsys):
+    _fake_job(tmp_path / "a", "0", ["crop=48"], "completed", 26.0)
+    _fake_job(tmp_path / "b", "0", ["crop=96"], "completed", 27.0)
+    out = tmp_path / "out"
+    assert report.run([f"dir={tmp_path / 'a'},{tmp_path / 'b'}", f"out={out}", "plots=false"]) == 0
+    assert [r["job"] for r in _read_csv(out / "report.csv")] == ["a/0", "b/0"]
+    assert not list(out.glob("*.png"))  # plots=false
+    # bare paths are the shorthand for dir=, also several of them
+    assert report.run([str(tmp_path / "a"), str(tmp_path / "b"), f"out={tmp_path / 'out2'}", "plots=false"]) == 0
+    assert [r["job"] for r in _read_csv(tmp_path / "out2" / "report.csv")] == ["a/0", "b/0"]
+    capsys.readouterr()
+    # argparse-style flags and unknown keys are one line naming the key=value form, exit 2
+    assert report.run([str(tmp_path / "a"), "--out", "x"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown option --out; report takes key=value: dir=, out=, "
+                                               "plots= (e.g. out=<folder> plots=false)")
+    assert report.run([str(tmp_path / "a"), "outdir=x"]) == 2
+    assert capsys.readouterr().err.startswith("error: outdir: unknown key; allowed: dir, out, plots")
+    assert report.run([str(tmp_path / "a"), "plots=maybe"]) == 2
+    assert "error: plots: got 'maybe'; expected true or false" in capsys.readouterr().err
+
+
+def test_report_help_says_what_it_does_and_lists_its_keys(capsys):
+    assert report.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("one table and a few plots for a whole sweep.")
+    for key in report.OPTIONS:
+        assert f"  {key}=" in out
+    assert "trainer" not in out and "--out" not in out
+
+
+def test_an_unreadable_summary_is_one_line(tmp_path, capsys):
+    run_dir = _fake_job(tmp_path, "0", ["crop=48"], "completed", 26.0)
+    (run_dir / "summary.json").write_text("{not json")
+    assert report.run([str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run_dir / 'summary.json'}: not valid JSON") and err.count("\n") == 1

@@ -94,7 +94,7 @@ def test_sweep_records_the_failed_job_and_runs_the_others(sweep):
     assert OmegaConf.load(sweep.dir / "2" / ".hydra" / "config.yaml").scale == 4
     # one line per job at the end, and the sweep's exit status says something failed
     assert f"job {FAILED_JOB}: failed" in output and "job 3: completed" in output
-    assert f"python -m sr_lightning report {sweep.dir}" in output
+    assert f"python -m sr_lightning report dir={sweep.dir}" in output
     assert sweep.result.returncode == 1, output[-3000:]
 
 

@@ -24,12 +24,15 @@ def _read_metrics(run_dir):
 
 @pytest.mark.slow
 def test_train_cli_leaves_every_artefact(cli, tmp_path):
-    result = cli("train", *TINY, f"hydra.run.dir={tmp_path}")
+    # trainer.log_every_n_steps stays at its default (50): a 2-step run must still log its losses
+    result = cli("train", *[a for a in TINY if not a.startswith("trainer.log_every_n_steps=")],
+                 f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("output directory:")]
     assert len(lines) == 2 and str(tmp_path) in lines[0]  # printed at the start and at the end
-    assert (result.stdout + result.stderr).count("GPU available") == 1  # Lightning's notices once, not twice
-    assert "litlogger" not in result.stdout + result.stderr  # and without its product tips
+    output = result.stdout + result.stderr
+    for notice in ("GPU available", "TPU available", "limit_val_batches", "`Trainer.fit` stopped", "litlogger"):
+        assert notice not in output, notice  # Lightning's start-up notices and product tips, on every run
     assert "G SRResNet: 10,375 parameters" in result.stdout
     for name in (".hydra/config.yaml", "config_resolved.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "metrics.csv", "summary.json"):
@@ -37,6 +40,7 @@ def test_train_cli_leaves_every_artefact(cli, tmp_path):
     assert list((tmp_path / "images").glob("*.png"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 2
+    assert summary["best"]["step"] == 2  # the validation after 2 steps is "step 2"
     assert summary["final"]["val/bicubic_psnr_y"] > 20  # bicubic on the held-out photo is a real number
     rows = _read_metrics(tmp_path)
     assert any(row.get("val/psnr_y") for row in rows) and any(row.get("train/g_loss") for row in rows)
@@ -61,14 +65,14 @@ def test_a_fresh_run_in_a_used_folder_keeps_the_earlier_results(cli, tmp_path):
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_kept_too(tmp_path):
-    from sr_lightning.commands.train import _archive_earlier_run
+    from sr_lightning.run_folder import archive_earlier_run
 
-    assert _archive_earlier_run(tmp_path) is None  # an empty folder: nothing to keep
+    assert archive_earlier_run(tmp_path) is None  # an empty folder: nothing to keep
     (tmp_path / ".hydra").mkdir()  # Hydra's own files belong to the new run
     (tmp_path / "metrics.csv").write_text("step,train/g_loss\n1,0.5\n")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "step0000001_a.png").write_bytes(b"png")
-    assert _archive_earlier_run(tmp_path) == tmp_path / "earlier-1"
+    assert archive_earlier_run(tmp_path) == tmp_path / "earlier-1"
     assert (tmp_path / "earlier-1" / "metrics.csv").read_text().endswith("1,0.5\n")
     assert (tmp_path / "earlier-1" / "images" / "step0000001_a.png").is_file()
     assert (tmp_path / ".hydra").is_dir() and not (tmp_path / "metrics.csv").exists()
@@ -172,15 +176,16 @@ def test_fp16_is_refused_without_a_gpu(monkeypatch):
 
 def test_summary_is_written_by_the_first_process_only(tmp_path, monkeypatch):
     """Under DDP every process ends in main(); two writers renaming one temporary file used to race."""
-    from sr_lightning.commands import train as train_cmd
+    from sr_lightning import run_folder
 
-    monkeypatch.setattr(train_cmd, "_first_process", lambda: False)
-    train_cmd.write_summary(tmp_path, status="completed")
+    summary = run_folder.RunSummary(status="completed", output_dir=str(tmp_path), global_step=2)
+    monkeypatch.setattr(run_folder, "first_process", lambda: False)
+    run_folder.write_summary(tmp_path, summary)
     assert not list(tmp_path.iterdir())
-    monkeypatch.setattr(train_cmd, "_first_process", lambda: True)
-    train_cmd.write_summary(tmp_path, status="completed")
+    monkeypatch.setattr(run_folder, "first_process", lambda: True)
+    run_folder.write_summary(tmp_path, summary)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
-    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "completed"}
+    assert run_folder.read_summary(tmp_path) == summary  # every field written, read back the same
 
 
 # --- setup mistakes that used to surface late or as walls of text (issue 15, section 5) ---
@@ -233,7 +238,8 @@ def test_ckpt_path_of_another_architecture_is_one_line_that_suggests_init_from(c
 
 
 def test_a_checkpoint_of_the_same_networks_passes_the_check(tmp_path):
-    from sr_lightning.commands.train import SetupError, check_resume_architecture
+    from sr_lightning.init_from import SetupError
+    from sr_lightning.training import check_resume_architecture
 
     cfg = compose_train(TINY, output_dir=tmp_path)
     module = SRModule(cfg)
@@ -259,3 +265,76 @@ def test_read_checkpoint_names_the_option_it_was_given_as(tmp_path):
     with pytest.raises(CheckpointError, match=r"give init_from=") as info:
         read_checkpoint(tmp_path / "nope.ckpt", key="init_from")
     assert "ckpt=" not in str(info.value).replace("init_from=", "")
+
+
+# --- library pieces of a run (issue 16): resume from a slim best.ckpt, short runs, init_from read once ---
+
+def _slim_best(path, module):
+    """best.ckpt as the checkpointer writes it: generator weights and config only, no D or optimiser states."""
+    state = {k: v for k, v in module.state_dict().items() if k.startswith(("gen.", "gen_ema."))}
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": module.cfg}, "global_step": 2, "epoch": 0,
+                "sr_lightning_slim": True}, path)
+    return path
+
+
+def test_a_slim_best_ckpt_cannot_resume_and_the_message_names_last_ckpt_and_init_from(tmp_path):
+    from sr_lightning.init_from import SetupError
+    from sr_lightning.training import read_resume_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    best = _slim_best(tmp_path / "checkpoints" / "best.ckpt", SRModule(compose_train(TINY, output_dir=tmp_path)))
+    with pytest.raises(SetupError) as info:
+        read_resume_checkpoint(best, "ckpt_path")
+    message = str(info.value)
+    assert message.startswith(f"ckpt_path={best}: a slim best.ckpt") and "\n" not in message
+    assert f"{tmp_path / 'checkpoints' / 'last.ckpt'}" in message and f"init_from={best}" in message
+
+
+@pytest.mark.slow
+def test_ckpt_path_of_a_slim_best_ckpt_is_one_line_before_anything_is_built(cli, tmp_path):
+    best = _slim_best(tmp_path / "best.ckpt", SRModule(compose_train(TINY, output_dir=tmp_path)))
+    result = cli("train", *TINY, f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = _error_lines(result)
+    assert line.startswith(f"error: ckpt_path={best}: a slim best.ckpt") and f"init_from={best}" in line
+    assert "parameters" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["trainer.max_steps=2", "trainer.log_every_n_steps=50"], 2),      # a short run still logs its losses
+    (["trainer.max_steps=1000", "trainer.log_every_n_steps=50"], 50),  # a long one keeps the interval
+    (["trainer.max_steps=-1", "trainer.log_every_n_steps=50"], 50),    # no step budget (epochs)
+])
+def test_log_interval_is_at_most_the_run_length(overrides, expected):
+    from sr_lightning.training import trainer_overrides
+
+    assert trainer_overrides(compose_train(overrides)) == {"log_every_n_steps": expected}
+
+
+def test_init_from_reads_its_file_once(tmp_path, monkeypatch):
+    """A training checkpoint and a community .pth are each read once: the kind is decided from what was read."""
+    from spandrel.architectures.Compact import Compact
+
+    from conftest import TINY as ANY_PRESET_TINY
+    from conftest import TINY_GEN, write_checkpoint
+    from sr_lightning.init_from import load_initial_weights, read_initial_generator
+
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+
+    ours = write_checkpoint(tmp_path / "run.ckpt", {**TINY_GEN, "scale": 4})
+    cfg = compose_train([*TINY, f"init_from={ours}"], output_dir=tmp_path)
+    initial = read_initial_generator(cfg, user_overrides={})
+    assert len(reads) == 1 and not initial.model_file and initial.used_ema
+    module = SRModule(cfg)
+    load_initial_weights(module, initial)
+    assert all(torch.equal(module.gen.state_dict()[k], v) for k, v in initial.state.items())
+
+    reads.clear()
+    community = tmp_path / "2x_compact.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=2).state_dict()}, community)
+    cfg = compose_train(["model=spandrel", *[o for o in ANY_PRESET_TINY if not o.startswith("scale=")],
+                         f"init_from={community}"], output_dir=tmp_path)
+    initial = read_initial_generator(cfg, user_overrides={})
+    assert len(reads) == 1 and initial.model_file and cfg.scale == 2 and cfg.gen.arch == "Compact"

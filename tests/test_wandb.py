@@ -103,9 +103,11 @@ def test_sweep_jobs_log_offline_runs_in_one_group(sweep):
         summary = sweep.summary(job)
         job_config = OmegaConf.load(sweep.dir / job / "config_resolved.yaml")
         assert run["group"] == group and run["project"] == "sr-lightning"
-        assert run["name"].startswith(f"{job}-srresnet-") and "logger=" not in run["name"]
-        # the full config, flattened so the dashboard can group by any key
+        # the run's name: the swept keys and this job's values, nothing else
+        assert run["name"] == {"0": "scale=3,crop=24", "2": "scale=4,crop=24", "3": "scale=4,crop=32"}[job]
+        # the full config, flattened so the dashboard can group by any key, once (not also nested under cfg)
         config = run["config"]
+        assert not [key for key in config if key == "cfg" or key.startswith("cfg.")]
         assert config["crop"] == job_config["crop"] and config["scale"] == job_config["scale"]
         assert config["gen.blocks"] == 1 and config["lr"] == pytest.approx(job_config["lr"])
         assert config["module.g_optim.lr"] == pytest.approx(job_config["lr"])
@@ -135,6 +137,8 @@ def test_a_resumed_run_continues_the_same_wandb_run(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     legs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(legs) == 2
+    # the run says where its offline W&B run went and how to upload it
+    assert f"W&B offline run: {legs[1]}\nupload it with: wandb sync {legs[1]}\n" in result.stdout
     first, second = (read_offline_run(leg) for leg in legs)
     run_id = (tmp_path / "wandb_run_id").read_text().strip()
     assert first["run_id"] == second["run_id"] == run_id  # one W&B run, resumed
@@ -168,16 +172,25 @@ def test_logger_config_single_run_has_no_group_and_sweep_job_has_the_sweep_group
     cfg = compose_train(["logger=wandb", "crop=64"], output_dir=tmp_path / "run")
     single = instantiate(cfg.logger.wandb)
     init = single._wandb_init  # what goes to wandb.init (the run itself starts lazily, not here)
-    assert init["mode"] == "offline" and init["group"] is None and init["name"] == "srresnet-crop=64"
+    assert init["mode"] == "offline" and init["group"] is None and init["name"] == "srresnet"  # no sweep: the model
     assert init["dir"] == str(tmp_path / "run")
     assert "csv" in cfg.logger  # report reads metrics.csv, so the CSV log stays on
 
     sweep_dir = tmp_path / "multirun" / "2024-05-01" / "12-30-00"
-    cfg = compose_train(["logger=wandb", "crop=64", "hydra.mode=MULTIRUN", "hydra.job.num=3",
-                         "logger.wandb.offline=false"], output_dir=sweep_dir / "3")
+    job_args = ["logger=wandb", "crop=64", "gen.blocks=8", "lr=1e-4", "hydra.mode=MULTIRUN", "hydra.job.num=3",
+                "logger.wandb.offline=false"]
+    cfg = compose_train(job_args, output_dir=sweep_dir / "3")
     job = instantiate(cfg.logger.wandb)
-    assert job._wandb_init["group"] == "2024-05-01_12-30-00" and job._wandb_init["name"] == "3-srresnet-crop=64"
-    assert job._wandb_init["mode"] == "online"
+    assert job._wandb_init["group"] == "2024-05-01_12-30-00" and job._wandb_init["mode"] == "online"
+    assert job._wandb_init["name"] == "srresnet"  # no multirun.yaml in the sweep folder: nothing known to be swept
+
+    # what Hydra writes into the sweep folder before the jobs: a preset's grid and the command line's sweeps
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": {"lr": "1e-4,1e-5"}},
+                                               "overrides": {"task": ["crop=64", "gen.blocks=8,16", "logger=wandb"]}}}),
+                   sweep_dir / "multirun.yaml")
+    job = instantiate(compose_train(job_args, output_dir=sweep_dir / "3").logger.wandb)
+    assert job._wandb_init["name"] == "lr=1e-4,gen.blocks=8"  # the swept keys only, in the sweep's order
 
 
 def test_final_summary_is_a_no_op_without_a_wandb_logger(tmp_path):

@@ -1,9 +1,9 @@
-"""`python -m sr_lightning report <multirun dir>`: one table and a few plots for a whole sweep.
+"""`python -m sr_lightning report dir=<multirun dir>`: one table and a few plots for a whole sweep.
 
 Every job directory of a Hydra multirun (`<sweep dir>/<job num>/`) holds `.hydra/overrides.yaml` (what the
 job was given), `.hydra/config.yaml` / `config_resolved.yaml` (the composed config), `summary.json`
-(status, error, final and best metrics) and `metrics.csv` (Lightning's CSV log). `report` reads them all and
-writes into `<sweep dir>/report/` (or `--out`):
+(`sr_lightning.run_folder.RunSummary`: status, error, final and best metrics) and `metrics.csv` (Lightning's CSV log). `report` reads them all and
+writes into `<sweep dir>/report/` (or `out=<folder>`):
 
 * `report.csv`  one row per job: job, status, `swept` (the names of the swept columns), the swept keys, the
   reports' config columns (model, G blocks, D blocks, crop, lr, steps), final PSNR/SSIM (Y and RGB) with the
@@ -16,16 +16,25 @@ writes into `<sweep dir>/report/` (or `--out`):
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
-import json
 import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from sr_lightning.cli_args import Option, keys_help, parse_key_values
+from sr_lightning.errors import UserError, report_user_error
+from sr_lightning.run_folder import SUMMARY_FILE, RunSummary, read_summary
+
+OPTIONS = {
+    "dir": Option("", "sweep folder(s) outputs/multirun/<date>/<time>, comma-separated (default: the newest); "
+                      "a path without key= is the same"),
+    "out": Option("", "output folder (default: <first dir>/report)"),
+    "plots": Option(True, "write the PNG plots (false: only the tables)"),
+}
 
 # (column in the table, key in the run config): the config columns of the reports' tables.
 CONFIG_COLUMNS = (
@@ -45,7 +54,7 @@ MARKDOWN_HEADERS = {"model": "model", "gen.blocks": "G blocks", "disc.blocks": "
 PLOT_METRICS = (("psnr_y", "PSNR (Y) [dB]", "bicubic_psnr_y"), ("ssim_y", "SSIM (Y)", "bicubic_ssim_y"))
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError, RuntimeError):
     """A problem with the folder given to `report` (printed as one line)."""
 
 
@@ -59,11 +68,11 @@ class Job:
     error: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)   # CONFIG_COLUMNS values
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None
 
     @property
     def final(self) -> dict[str, float]:
-        return self.summary.get("final") or {}
+        return self.summary.final if self.summary else {}
 
     def metric(self, name: str) -> float | None:
         value = self.final.get(f"val/{name}")
@@ -78,7 +87,7 @@ class Job:
 
 # ---------------------------------------------------------------------------------------------- reading
 def _is_job_dir(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file() or (path / "summary.json").is_file()
+    return (path / ".hydra" / "config.yaml").is_file() or (path / SUMMARY_FILE).is_file()
 
 
 def status_counts(statuses: Iterable[str]) -> str:
@@ -116,7 +125,7 @@ def latest_sweep(log_dir: Path = Path("outputs")) -> Path:
     sweeps = [p for p in (log_dir / "multirun").glob("*/*") if p.is_dir()]
     if not sweeps:
         raise ReportError(f"no sweeps under {log_dir / 'multirun'}; run one (python -m sr_lightning -m lr=1e-4,1e-5) "
-                          f"or pass a multirun folder: python -m sr_lightning report <dir>")
+                          f"or pass a multirun folder: python -m sr_lightning report dir=<folder>")
     return max(sweeps, key=lambda p: (p.parent.name, p.name))
 
 
@@ -163,20 +172,14 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_job(run_dir: Path, name: str | None = None) -> Job:
-    summary_path = run_dir / "summary.json"
-    summary: dict[str, Any] = {}
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ReportError(f"{summary_path}: not valid JSON ({err}); delete it or rerun the job") from err
-    status = str(summary.get("status") or "incomplete")
-    error = summary.get("error")
-    if not summary:
-        error = "no summary.json (still running, killed, or out of time)"
+    summary = read_summary(run_dir)
+    if summary is None:
+        status, error = "incomplete", f"no {SUMMARY_FILE} (still running, killed, or out of time)"
+    else:
+        status, error = summary.status, summary.error
     config = _read_config(run_dir)
-    if summary.get("model") and not config.get("model"):
-        config["model"] = summary["model"]
+    if summary is not None and summary.model and summary.model != "?" and not config.get("model"):
+        config["model"] = summary.model
     return Job(job=name or run_dir.name, run_dir=run_dir, status=status, error=error,
                overrides=_read_overrides(run_dir), config=config, summary=summary)
 
@@ -229,14 +232,14 @@ def job_row(job: Job, axes: list[str]) -> dict[str, Any]:
     for key in axes:  # a swept group (model=...) or step budget shows the override itself
         if key in OVERRIDE_ALIASES:
             row[OVERRIDE_ALIASES[key]] = parse_value(job.overrides.get(key))
-    best = job.summary.get("best") or {}
-    params = job.summary.get("params") or {}
+    summary = job.summary or RunSummary(status=job.status, output_dir=str(job.run_dir))
+    params = summary.params
     row.update({
-        "global_step": job.summary.get("global_step"),
+        "global_step": summary.global_step,
         **{name: job.metric(name) for name in METRIC_COLUMNS},
-        "best_psnr_y": best.get("val/psnr_y"), "best_step": best.get("step"),
+        "best_psnr_y": summary.best_score, "best_step": summary.best_step,
         "params_gen": params.get("gen"), "params_disc": params.get("disc"),
-        "seconds": job.summary.get("seconds"),
+        "seconds": summary.seconds,
         "overrides": " ".join(f"{k}={v}" for k, v in job.overrides.items()),
         "error": job.error or "",
         "run_dir": str(job.run_dir.resolve()),
@@ -449,30 +452,33 @@ def build_report(dirs: list[Path], out_dir: Path | None = None, plots: bool = Tr
     return ReportFiles(csv_path, md_path, written, jobs, axes)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sr_lightning report",
-        description="Collect the jobs of one or more Hydra multiruns into report.csv, report.md and PNG plots.")
-    parser.add_argument("dirs", nargs="*", type=Path, metavar="MULTIRUN_DIR",
-                        help="sweep folder(s) outputs/multirun/<date>/<time> (default: the newest one)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first dir>/report)")
-    parser.add_argument("--no-plots", action="store_true", help="write only the tables")
-    return parser
+def _help() -> str:
+    summary = (__doc__ or "").strip().splitlines()[0]
+    return f"{summary}\n\nusage: python -m sr_lightning report [dir=]<folder>[,<folder>...] [key=value ...]\n\n{keys_help(OPTIONS)}"
+
+
+def _sweep_dirs(value: str, positional: list[str]) -> list[Path]:
+    """dir=a,b and bare paths (the shorthand), in the order given; [] means the newest sweep."""
+    unknown = [p for p in positional if p.startswith("-")]
+    if unknown:
+        raise ReportError(f"unknown option {unknown[0]}; report takes key=value: "
+                          f"{', '.join(f'{k}=' for k in OPTIONS)} (e.g. out=<folder> plots=false)")
+    return [Path(p) for p in [*(d for d in value.split(",") if d), *positional]]
 
 
 def run(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(_help())
+        return 0
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # --help (0) or a usage error (2, message already printed)
-        return int(exit_.code or 0)
-    try:
-        dirs = args.dirs or [latest_sweep()]
-        if not args.dirs:
+        values, positional = parse_key_values(argv, OPTIONS)
+        dirs = _sweep_dirs(values["dir"], positional)
+        if not dirs:
+            dirs = [latest_sweep()]
             print(f"no folder given: using the newest sweep {dirs[0]}")
-        result = build_report(dirs, args.out, plots=not args.no_plots)
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        result = build_report(dirs, Path(values["out"]) if values["out"] else None, plots=values["plots"])
+    except UserError as err:
+        return report_user_error(err)
     print(f"{len(result.jobs)} jobs ({status_counts(j.status for j in result.jobs)}); "
           f"swept: {', '.join(result.axes) or 'nothing'}")
     for job in result.jobs:
