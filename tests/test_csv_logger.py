@@ -68,3 +68,15 @@ def test_continue_from_must_come_before_the_first_write(tmp_path):
     logger.log_metrics({"a": 1.0}, step=0)
     with pytest.raises(RuntimeError, match="before the logger writes"):
         logger.continue_from(tmp_path, 1)
+
+
+@pytest.mark.slow
+def test_validation_after_step_n_is_logged_as_step_n(cli, tmp_path):
+    """val/* rows carry the step the validation ran after (2 and 4), as summary.json and the images do."""
+    result = cli("train", "gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=4",
+                 "trainer.val_check_interval=2", "callbacks=none", "logger=csv", "precision=32-true",
+                 f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _read(tmp_path / "metrics.csv")
+    assert [int(r["step"]) for r in rows if r.get("val/psnr_y")] == [2, 4]
+    assert sorted({p.name[:11] for p in (tmp_path / "images").glob("*.png")}) == ["step0000002", "step0000004"]
