@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from sr_lightning.commands import evaluate as ev
+from sr_lightning.inference import eval_report, evaluation
 from sr_lightning.metrics import LPIPS_MISSING, image_metrics
 from sr_lightning.ops.imresize import imresize
 from conftest import TINY_GEN, write_checkpoint
@@ -99,20 +100,20 @@ def test_evaluate_core_with_a_generator_module(tmp_path):
     cfg = _compose("model=bicubic", "data=folder", f"data.hr_dir={hr_dir}", "data.num_workers=0", "scale=2")
     models = ev.build_models(cfg)
     assert [m.label for m in models] == ["bicubic"]
-    eval_set = ev.make_eval_set(cfg.data, "folder")
-    results = ev.evaluate(models, [eval_set], comparison_images=0)
+    eval_set = evaluation.make_eval_set(cfg.data, "folder")
+    results = evaluation.evaluate(models, [eval_set], comparison_images=0)
     expected = []
     for _, lr, hr, gray in eval_set.items():
         expected.append(image_metrics(imresize(lr[0], 2), hr[0], 2, gray=gray)["psnr_y"])
     assert results["rows"][0]["psnr_y"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
-    paths = ev.write_results(results, tmp_path / "out", scale=2)
+    paths = eval_report.write_results(results, tmp_path / "out", scale=2)
     assert all(p.is_file() for p in paths.values())
 
 
 def test_checkpoint_uses_ema_weights_unless_told_otherwise(tmp_path):
     ckpt = write_checkpoint(tmp_path / "t.ckpt", TINY_GEN)
-    ema, = ev.load_checkpoints([str(ckpt)], use_ema=True)
-    raw, = ev.load_checkpoints([str(ckpt)], use_ema=False)
+    ema, = evaluation.load_checkpoints([str(ckpt)], use_ema=True)
+    raw, = evaluation.load_checkpoints([str(ckpt)], use_ema=False)
     assert ema.info["ema"] is True and raw.info["ema"] is False
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     first = next(k for k in state if k.startswith("gen_ema."))
@@ -122,11 +123,11 @@ def test_checkpoint_uses_ema_weights_unless_told_otherwise(tmp_path):
 
 def test_errors_name_the_key_and_the_remedy(tmp_path, capsys):
     # A model with parameters but no checkpoint would be scored with random weights: refused.
-    with pytest.raises(ev.EvalError, match="never scores randomly initialised"):
+    with pytest.raises(evaluation.EvalError, match="never scores randomly initialised"):
         ev.build_models(_compose("model=srresnet"))
-    with pytest.raises(ev.EvalError, match="nothing to evaluate"):
+    with pytest.raises(evaluation.EvalError, match="nothing to evaluate"):
         ev.build_models(_compose())
-    with pytest.raises(ev.EvalError, match="file not found"):
+    with pytest.raises(evaluation.EvalError, match="file not found"):
         ev.build_models(_compose(f"ckpt={tmp_path / 'missing.ckpt'}"))
     # main() prints one error line and returns 1 instead of a traceback.
     assert ev.main(_compose(f"ckpt={tmp_path / 'missing.ckpt'}")) == 2
@@ -135,16 +136,16 @@ def test_errors_name_the_key_and_the_remedy(tmp_path, capsys):
 
 def test_tiled_inference_matches_whole_image_inference(tmp_path):
     """`tile=` routes through inference.tiling; with an overlap wider than the receptive field the scores agree."""
-    model, = ev.load_checkpoints([str(write_checkpoint(tmp_path / "t.ckpt", TINY_GEN))])
+    model, = evaluation.load_checkpoints([str(write_checkpoint(tmp_path / "t.ckpt", TINY_GEN))])
     torch.manual_seed(1)
     lr = torch.rand(1, 3, 40, 44)
-    whole, _ = ev.super_resolve(model, lr, torch.device("cpu"))
-    tiled, _ = ev.super_resolve(model, lr, torch.device("cpu"), tile=24, tile_overlap=8)
+    whole, _ = evaluation.super_resolve(model, lr, torch.device("cpu"))
+    tiled, _ = evaluation.super_resolve(model, lr, torch.device("cpu"), tile=24, tile_overlap=8)
     assert tiled.shape == whole.shape == (1, 3, 80, 88)
     hr = whole[0].clamp(0, 1)
     assert image_metrics(tiled[0], hr, 2)["psnr_rgb"] > 45
-    with pytest.raises(ev.EvalError, match="tile"):
-        ev.super_resolve(model, lr, torch.device("cpu"), tile=10, tile_overlap=8)
+    with pytest.raises(evaluation.EvalError, match="tile"):
+        evaluation.super_resolve(model, lr, torch.device("cpu"), tile=10, tile_overlap=8)
 
 
 def test_several_sets_are_composed_one_data_module_each(benchmarks_dir, monkeypatch):

@@ -108,7 +108,7 @@ def test_a_slim_checkpoint_loads_in_eval_upscale_and_export_like_the_full_one(tr
     last.ckpt by deleting everything else, it must give eval, upscale and export the same generator."""
     from omegaconf import OmegaConf
 
-    from sr_lightning.commands import evaluate as ev
+    from sr_lightning.inference import evaluation
     from sr_lightning.commands import upscale as upscale_cmd
     from sr_lightning.exporting import export_generator
     from sr_lightning.loading import load_generator
@@ -132,7 +132,7 @@ def test_a_slim_checkpoint_loads_in_eval_upscale_and_export_like_the_full_one(tr
     reference = load_generator(full_path)
     with torch.inference_mode():
         expected = reference.net(x)
-    evaluated, = ev.load_checkpoints([str(slim_path)])
+    evaluated, = evaluation.load_checkpoints([str(slim_path)])
     assert evaluated.info["steps"] == 2 and evaluated.scale == 4
     upscaling = upscale_cmd.load_model(OmegaConf.create({"ckpt": str(slim_path), "weights": None, "use_ema": True}))
     exported, meta = export_generator(slim_path, "safetensors", f"{tmp_path}/out/")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from sr_lightning.checkpoint import CheckpointError
 from sr_lightning.commands import upscale as upscale_cmd
+from sr_lightning.inference import batch
 from sr_lightning.data.imageio import read_image
 from sr_lightning.inference import Upscaler
 from sr_lightning.loading import LoadedGenerator, load_generator
@@ -280,7 +281,7 @@ def test_overwrite_skip_keeps_finished_outputs_and_does_the_rest(tmp_path, capsy
 
 
 def test_overwrite_rejects_other_values():
-    assert [upscale_cmd.overwrite_mode(v) for v in (False, True, "skip", None)] == ["refuse", "replace", "skip",
+    assert [batch.overwrite_mode(v) for v in (False, True, "skip", None)] == ["refuse", "replace", "skip",
                                                                                      "refuse"]
-    with pytest.raises(upscale_cmd.UpscaleError, match="overwrite: got 'yes'.*skip"):
-        upscale_cmd.overwrite_mode("yes")
+    with pytest.raises(batch.UpscaleError, match="overwrite: got 'yes'.*skip"):
+        batch.overwrite_mode("yes")

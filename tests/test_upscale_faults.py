@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from sr_lightning.commands import upscale as upscale_cmd
+from sr_lightning.inference import batch
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, read_image
 from sr_lightning.inference import write as write_mod
 from sr_lightning.inference.tiling import _axis_windows, iter_tiled_blocks, plan_axis
@@ -170,7 +171,7 @@ def test_read_only_folder_stops_before_the_model_is_loaded(tmp_path, folder, cap
 
 
 def test_writable_check_leaves_no_probe_file(tmp_path):
-    upscale_cmd.check_writable(tmp_path / "new" / "folder")
+    batch.check_writable(tmp_path / "new" / "folder")
     assert list((tmp_path / "new" / "folder").iterdir()) == []
 
 
