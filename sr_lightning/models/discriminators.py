@@ -36,14 +36,17 @@ class _HalvingConv(nn.Conv2d):
     ``MIN_FEATURE_SIZE`` pixels.
 
     Why: ``disc.blocks=16`` has eight stride-2 convs, more than any crop up to 256 px can take: the map reached
-    1 px and the remaining stride-2 convs ran with 1-px outputs (a 3x3/2 conv on a 1-px map sees only its centre
-    tap, and BatchNorm over the 1x1 maps of a batch of 2 turns every channel into +-1). Exactly the grid cells
-    with such convs (blocks=16 at every crop, no cell with blocks <= 8) stopped with inf/NaN in D under bf16 on
-    an AMX Xeon and trained in fp32 and on AVX2, where bf16 convs take PyTorch's own kernel. On AVX512-bf16/AMX
-    CPUs bf16 convs go to oneDNN (3.12 in torch 2.14), whose AMX brgemm conv is known to return wrong values
-    for strided convs with a 1-px innermost output (pytorch/pytorch#169688, PR #188426). Keeping every strided
-    output at >= 2 px removes that shape class on every backend; the extra blocks still add depth, and nothing
-    changes where the map never got that small (blocks <= 8 at crops >= 48 px, the paper's net at 128 px).
+    1 px and the remaining stride-2 convs ran on 1-px inputs. Exactly the grid cells with such convs
+    (blocks=16 at every crop, no cell with blocks <= 8) stopped with inf/NaN in D under bf16 on an AMX Xeon and
+    trained in fp32 and on AVX2. Measured on that AMX Xeon (torch 2.14.1, `benchmarks/bf16_conv_grad.py`): under
+    bf16 autocast the *weight gradient* of a stride-2 3x3 conv on a 1-px input is wrong (NaN, or values ~1e34
+    against ~5 in fp32) in 4-5 of 5 trials at 8 ... 512 channels, channels_last and NCHW alike; its forward
+    output, a stride-2 conv on a 2- or 3-px input, and a stride-1 conv on a 1-px input are all correct. On
+    AVX512-bf16/AMX CPUs bf16 convs run in oneDNN; on AVX2 PyTorch's own kernel runs them, which is correct.
+    Keeping every strided output at >= 2 px (so no strided conv ever sees a 1-px map) removes that shape on
+    every backend; the extra blocks still add depth, and nothing changes where the map never got that small
+    (blocks <= 8 at crops >= 48 px, the paper's net at 128 px). With this class the issue's command trains at
+    crops 48/64/96/128 on the AMX Xeon; with plain strided convs it stops at step 0-1 at all four.
     """
 
     def forward(self, x: Tensor) -> Tensor:
