@@ -110,3 +110,23 @@ def test_train_on_a_full_disk_through_the_cli(cli, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"].startswith("disk full while saving last.ckpt")
     assert "DiskFullError" in (tmp_path / "error.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_the_slim_best_ckpt(cli, tmp_path):
+    """best.ckpt is written by its own code path (slim): the same atomic write and the same one-line error."""
+    args = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=4",
+            "trainer.val_check_interval=1", "checkpoint_every_n_steps=100", "callbacks=none", "precision=32-true",
+            "logger=csv", "+callbacks.disk_full._target_=disk_full_at_step.DiskFullAtStep",
+            "+callbacks.disk_full.step=2", f"hydra.run.dir={tmp_path}"]
+    result = cli("train", *args, env={"PYTHONPATH": str(REPO_ROOT / "tests")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    # (stdout may end inside a progress bar line: keep the streams apart)
+    errors = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith(f"error: disk full while saving best.ckpt in {tmp_path / 'checkpoints'}:")
+    assert "the previous best.ckpt is kept" in errors[0]
+    checkpoints = tmp_path / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp"))
+    previous = torch.load(checkpoints / "best.ckpt", weights_only=True)  # step 1's, untouched
+    assert previous["global_step"] == 1 and previous["sr_lightning_slim"] is True
