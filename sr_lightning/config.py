@@ -1,12 +1,19 @@
-"""Validate a composed run config before anything expensive happens.
+"""Validate a composed run config before anything expensive happens: the one place config checks live.
 
 Hydra already rejects unknown keys and unknown group options (with the list of allowed options). What it
 cannot know are the relations between values (crop divisible by scale, a Y-channel model with 3 input
-channels, ...). Each check raises `ConfigError` with one line naming the key, the value and what is allowed.
+channels, ...) and whether a `_target_` is the kind of object its key needs. Each check raises `ConfigError`
+with one line naming the key, the value and what is allowed.
+
+`validate_train_config` checks a whole `train` config. The small public `check_*` functions check one value
+each; library code built without a composed config (the data module, SRModule) calls them too, so a value
+gets the same message whichever way it arrives.
 """
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from sr_lightning.errors import UserError
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
-SCHEDULERS = (None, "multistep", "cosine")
 COLORS = ("rgb", "y")
 
 
@@ -43,12 +49,146 @@ def _cpu_processes(cfg: DictConfig) -> int:
     return count(_get(cfg, "trainer.devices", "auto")) * count(_get(cfg, "trainer.num_nodes", 1))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_int(value: Any, key: str) -> None:
+    """`value` is an integer >= 1 (None is left to the caller)."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(key, f"got {value!r}; allowed: an integer >= 1")
+
+
 def _positive_int(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
-    if value is None:
+    if value is not None:
+        check_positive_int(value, key)
+
+
+# ------------------------------------------------------------------------------------------------ image keys
+def check_scale(scale: Any, key: str = "scale") -> None:
+    if not _is_int(scale) or scale < 1:
+        raise ConfigError(key, f"got {scale!r}; allowed: an integer >= 1 (2, 3, 4 or 8, what the generator supports)")
+
+
+def check_crop(crop: Any, scale: int, key: str = "crop") -> None:
+    """The HR training crop: a whole number of LR pixels, i.e. a positive multiple of `scale`."""
+    check_positive_int(crop, key)
+    if crop % scale:
+        lower = crop - crop % scale
+        raise ConfigError(key, f"got {crop}, not divisible by scale={scale}; allowed: multiples of {scale} "
+                               f"(e.g. {lower or scale} or {lower + scale if lower else 2 * scale})")
+
+
+def check_color(color: Any, key: str = "color") -> None:
+    if color not in COLORS:
+        raise ConfigError(key, f"got {color!r}; allowed: {', '.join(COLORS)}")
+
+
+def check_value_range(value_range: Any, key: str = "value_range") -> None:
+    pair = isinstance(value_range, Sequence) and not isinstance(value_range, str) and len(value_range) == 2
+    if not pair or not value_range[0] < value_range[1]:
+        shown = list(value_range) if isinstance(value_range, Sequence) and not isinstance(value_range, str) \
+            else value_range
+        raise ConfigError(key, f"got {shown!r}; allowed: [lo, hi] with lo < hi, e.g. [0, 1] or [-1, 1]")
+
+
+# --------------------------------------------------------------------------------- losses and optimizers
+def _locate(target: Any, key: str) -> Any:
+    """The object a `_target_` names; ConfigError naming `key` when it is missing or cannot be imported."""
+    if not isinstance(target, str) or not target:
+        raise ConfigError(key, f"got {target!r}; allowed: a dotted import path, e.g. torch.nn.MSELoss")
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "no such object"
+        reason = " ".join(str(err).split()).split(". Are you sure")[0]
+        raise ConfigError(key, f"got {target!r}, which cannot be imported ({reason})") from None
+
+
+def _check_arguments(node: Mapping, factory: Any, key: str) -> None:
+    """Every key of `node` other than Hydra's `_..._` keys is an argument `factory` takes."""
+    arguments = {k: v for k, v in node.items() if not (str(k).startswith("_") and str(k).endswith("_"))}
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: leave it to the call
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(key, f"got {value!r}; allowed: an integer >= 1")
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    unknown = sorted(set(arguments) - set(signature.parameters))
+    if unknown:
+        name = getattr(factory, "__qualname__", str(factory))
+        raise ConfigError(f"{key}.{unknown[0]}", f"{name} takes no argument {unknown[0]!r}; remove it with "
+                                                  f"~{key}.{unknown[0]} (it takes: {', '.join(signature.parameters)})")
+
+
+def _check_partial(node: Mapping, key: str, what: str) -> None:
+    if node.get("_partial_") is not True:
+        raise ConfigError(f"{key}._partial_", f"got {node.get('_partial_')!r}; allowed: true ({what})")
+
+
+def check_optimizer(node: Any, key: str) -> None:
+    """`module.g_optim` / `module.d_optim`: a `_partial_` torch.optim.Optimizer target with an `lr`."""
+    import torch
+
+    if not isinstance(node, Mapping):
+        raise ConfigError(key, f"got {node!r}; allowed: {{_target_: torch.optim.Adam, _partial_: true, lr: ...}}")
+    cls = _locate(node.get("_target_"), f"{key}._target_")
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"{key}._target_", f"got {node.get('_target_')!r}, not an optimizer; allowed: a "
+                                             f"torch.optim.Optimizer class, e.g. torch.optim.Adam or torch.optim.AdamW")
+    _check_partial(node, key, "the module passes the parameters")
+    _check_arguments(node, cls, key)
+    lr = node.get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"{key}.lr", f"got {lr!r}; allowed: a finite number > 0 (e.g. 1e-4)")
+
+
+def check_scheduler(node: Any, key: str = "module.scheduler") -> None:
+    """null, or a `_partial_` iteration-based torch.optim.lr_scheduler target (stepped once per G update)."""
+    if node is None:
+        return
+    import torch
+
+    allowed = "null or an iteration-based torch.optim.lr_scheduler class, e.g. MultiStepLR or CosineAnnealingLR"
+    if not isinstance(node, Mapping):
+        raise ConfigError(key, f"got {node!r}; allowed: {allowed}")
+    cls = _locate(node.get("_target_"), f"{key}._target_")
+    lr_scheduler = torch.optim.lr_scheduler
+    if not (isinstance(cls, type) and issubclass(cls, lr_scheduler.LRScheduler)) \
+            or issubclass(cls, lr_scheduler.ReduceLROnPlateau):  # needs a metric: stepped per validation, not here
+        raise ConfigError(f"{key}._target_", f"got {node.get('_target_')!r}; allowed: {allowed}")
+    _check_partial(node, key, "the module passes the optimizer")
+    _check_arguments(node, cls, key)
+    t_max = node.get("T_max", 1)
+    if not _is_int(t_max) or t_max < 1:  # the cosine presets take it from trainer.max_steps, -1 with max_epochs
+        raise ConfigError(f"{key}.T_max", f"got {t_max!r}; allowed: an integer >= 1 (the presets set it to "
+                                          f"trainer.max_steps: set trainer.max_steps, or {key}.T_max itself)")
+
+
+def check_loss(loss: Any, key: str = "loss") -> None:
+    """`loss:` maps names to null or {_target_, weight, ...}; at least one term has a weight other than 0."""
+    if not isinstance(loss, Mapping):
+        raise ConfigError(key, f"got {loss!r}; allowed: a mapping of names to {{_target_: ..., weight: ...}}")
+    active = []
+    for name, entry in loss.items():
+        entry_key = f"{key}.{name}"
+        if entry is None:
+            continue
+        if not isinstance(entry, Mapping) or "_target_" not in entry or "weight" not in entry:
+            got = sorted(entry) if isinstance(entry, Mapping) else repr(entry)
+            raise ConfigError(entry_key, f"needs _target_ and weight, e.g. {{_target_: torch.nn.MSELoss, weight: "
+                                         f"0.5}}, or null to turn it off; got {got}")
+        weight = entry["weight"]
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not (weight >= 0 and math.isfinite(weight)):
+            raise ConfigError(f"{entry_key}.weight", f"got {weight!r}; allowed: a finite number >= 0 (0 turns it off)")
+        factory = _locate(entry["_target_"], f"{entry_key}._target_")
+        _check_arguments({k: v for k, v in entry.items() if k != "weight"}, factory, entry_key)
+        if weight:
+            active.append(name)
+    if not active:
+        raise ConfigError(key, "every term is null or has weight 0; set at least loss.pixel (e.g. loss=l1)")
 
 
 def _positive_float(cfg: DictConfig, key: str) -> None:
@@ -62,8 +202,7 @@ def _positive_float(cfg: DictConfig, key: str) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Checks of a `train` config; raises ConfigError on the first problem found."""
     scale = _get(cfg, "scale")
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-        raise ConfigError("scale", f"got {scale!r}; allowed: 2, 3, 4 or 8 (what the generator supports)")
+    check_scale(scale)
     supported = _supported_scales(cfg)
     if supported and scale not in supported:
         raise ConfigError("scale", f"got {scale}; gen={_get(cfg, 'gen._target_')} supports {list(supported)}")
@@ -71,36 +210,26 @@ def validate_train_config(cfg: DictConfig) -> None:
     if target.startswith("sr_lightning.models.interpolation."):
         raise ConfigError("model", f"gen={target.rsplit('.', 1)[-1]} is an interpolation baseline with nothing to "
                           f"train; evaluate it instead: python -m sr_lightning eval model=bicubic data=set5")
-    _positive_int(cfg, "crop")
-    crop = _get(cfg, "crop")
-    if crop % scale:
-        lower, upper = crop - crop % scale, crop - crop % scale + scale
-        raise ConfigError(
-            "crop", f"got {crop}, not divisible by scale={scale}; allowed: multiples of {scale} (e.g. {lower or upper} or {upper})"
-        )
+    check_crop(_get(cfg, "crop"), scale)
     _positive_int(cfg, "batch_size")
     _positive_float(cfg, "lr")
-    _positive_float(cfg, "module.g_optim.lr")
-    _positive_float(cfg, "module.d_optim.lr")
+    check_optimizer(_get(cfg, "module.g_optim"), "module.g_optim")
+    check_optimizer(_get(cfg, "module.d_optim"), "module.d_optim")
+    check_scheduler(_get(cfg, "module.scheduler"))
+    check_loss(_get(cfg, "loss"))
     for key in ("gen.blocks", "disc.blocks", "gen.channels", "module.d_steps_per_g", "checkpoint_every_n_steps"):
         _positive_int(cfg, key)
     color = _get(cfg, "color")
-    if color not in COLORS:
-        raise ConfigError("color", f"got {color!r}; allowed: {', '.join(COLORS)}")
+    check_color(color)
     in_channels = _get(cfg, "gen.in_channels")
     if in_channels is not None:
         wanted = 1 if color == "y" else 3
         if in_channels != wanted:
             raise ConfigError("gen.in_channels", f"got {in_channels} but color={color} needs {wanted}")
-    value_range = _get(cfg, "value_range")
-    if value_range is None or len(value_range) != 2 or not value_range[0] < value_range[1]:
-        raise ConfigError("value_range", f"got {value_range!r}; allowed: [lo, hi] with lo < hi, e.g. [0, 1] or [-1, 1]")
+    check_value_range(_get(cfg, "value_range"))
     precision = str(_get(cfg, "precision"))
     if precision not in PRECISIONS:
         raise ConfigError("precision", f"got {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    kind = _get(cfg, "module.scheduler.kind")
-    if kind not in SCHEDULERS:
-        raise ConfigError("module.scheduler.kind", f"got {kind!r}; allowed: null, multistep, cosine")
     ema = _get(cfg, "module.ema_decay")
     if ema is not None and not (0.0 <= float(ema) < 1.0):
         raise ConfigError("module.ema_decay", f"got {ema!r}; allowed: null (off) or a number in [0, 1), e.g. 0.999")

@@ -1,8 +1,15 @@
-"""Training losses: pixel, perceptual (VGG19 features) and adversarial.
+"""Training losses: pixel, perceptual (VGG19 features) and adversarial, and how `loss:` becomes terms.
 
-Contract (docs/ARCHITECTURE.md, "Losses"): every loss is an ``nn.Module`` with a float attribute
-``weight``; ``forward`` returns the *unweighted* scalar and the LightningModule multiplies by ``weight``
-(so both values can be logged). ``conf/loss/<preset>.yaml`` builds them with Hydra.
+Contract (docs/ARCHITECTURE.md, "Losses"): `loss:` is a named mapping; each entry is a Hydra target plus a
+``weight`` that belongs to the sum, not to the loss (:func:`build_term` removes it before building). A loss
+is any callable ``f(sr, hr)`` returning the *unweighted* scalar, e.g. ``torch.nn.MSELoss``; the module adds
+``weight * value`` and logs the value as ``train/g_<name>``. Two optional class attributes tell the module
+what a loss wants instead of the final output in the model's value range:
+
+* ``accepts_pyramid = True``: gets the generator's raw output (LapSRN's list of pyramid levels);
+* ``expects_unit_range = True``: gets ``sr`` and ``hr`` mapped to [0, 1] (the VGG saw ImageNet in [0, 1]).
+
+The entry ``adversarial`` is the one exception: an :class:`AdversarialLoss` that also trains D.
 
 All losses are computed in float32 even when the networks run under bf16/fp16 autocast: the
 reductions are cheap and low-precision sums of many small squared errors lose digits.
@@ -15,20 +22,26 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sr_lightning.errors import UserError
 from sr_lightning.ops.imresize import imresize
+from sr_lightning.ops.value_range import to_unit
 
 __all__ = [
     "AdversarialLoss",
     "MissingWeightsError",
     "PerceptualLoss",
     "PixelLoss",
+    "WeightedTerm",
+    "build_term",
     "vgg19_layer_names",
     "vgg19_weights_url",
 ]
@@ -39,7 +52,7 @@ log = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(UserError, RuntimeError):
     """Pretrained weights a loss needs are unavailable or unreadable (raised at construction)."""
 
 
@@ -59,15 +72,15 @@ class PixelLoss(nn.Module):
     """
 
     CRITERIA = ("l1", "mse", "charbonnier")
+    accepts_pyramid = True  # the module passes LapSRN's list of levels, not only the last one
 
-    def __init__(self, criterion: str = "l1", weight: float = 1.0, eps: float = 1e-3) -> None:
+    def __init__(self, criterion: str = "l1", eps: float = 1e-3) -> None:
         super().__init__()
         if criterion not in self.CRITERIA:
             raise ValueError(f"PixelLoss criterion must be one of {self.CRITERIA}, got {criterion!r}")
         if criterion == "charbonnier" and not eps > 0:
             raise ValueError(f"PixelLoss eps must be > 0 for the Charbonnier criterion, got {eps}")
         self.criterion = criterion
-        self.weight = float(weight)
         self.eps = float(eps)
 
     def forward(self, sr: Tensor | Sequence[Tensor], hr: Tensor) -> Tensor:
@@ -190,7 +203,6 @@ class PerceptualLoss(nn.Module):
         rescale: factor applied to both feature maps before the distance. SRGAN divides VGG
             features by 12.75 so that the VGG loss has the scale of the pixel MSE:
             ``rescale=0.0784313725`` (= 1/12.75; the MSE then shrinks by 12.75^2).
-        weight: loss weight (applied by the LightningModule).
         weights_url: download URL for ``imagenet`` (default :func:`vgg19_weights_url`); the cache
             file name is the URL's last path component.
         weights_path: alias of ``weights=<path>`` (``loss.perceptual.weights_path=...``); wins when set.
@@ -201,6 +213,7 @@ class PerceptualLoss(nn.Module):
     """
 
     CRITERIA = ("l1", "mse")
+    expects_unit_range = True  # ImageNet statistics: the module maps sr/hr from the model's range first
 
     def __init__(
         self,
@@ -209,7 +222,6 @@ class PerceptualLoss(nn.Module):
         weights: str = "imagenet",
         use_input_norm: bool = True,
         rescale: float = 1.0,
-        weight: float = 1.0,
         weights_url: str | None = None,
         weights_path: str | None = None,
     ) -> None:
@@ -243,7 +255,6 @@ class PerceptualLoss(nn.Module):
         self.criterion = criterion
         self.use_input_norm = bool(use_input_norm)
         self.rescale = float(rescale)
-        self.weight = float(weight)
         self.weights_source = source
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -400,7 +411,7 @@ class AdversarialLoss(nn.Module):
     ``label_smoothing`` (one-sided, Salimans et al. 2016): D's real target becomes ``1 - s``
     (vanilla, lsgan, ragan). ``logits=False`` is for a discriminator whose output already went
     through a sigmoid (the seed-000 D): BCE is then taken on clamped probabilities (vanilla, lsgan).
-    ``weight`` weighs the generator's loss only; the discriminator loss is not weighted.
+    The ``weight`` of ``loss.adversarial`` weighs the generator's loss only; D's loss is not weighted.
     For logging, :meth:`discriminator_terms` gives the real and fake parts of D's loss.
     """
 
@@ -410,7 +421,6 @@ class AdversarialLoss(nn.Module):
     def __init__(
         self,
         kind: str = "vanilla",
-        weight: float = 1e-3,
         label_smoothing: float = 0.0,
         logits: bool = True,
     ) -> None:
@@ -425,7 +435,6 @@ class AdversarialLoss(nn.Module):
             raise ValueError(f"AdversarialLoss kind={kind!r} needs raw logits; a probability-output D "
                              f"(logits=false) works with kind=vanilla or lsgan")
         self.kind = kind
-        self.weight = float(weight)
         self.label_smoothing = float(label_smoothing)
         self.logits = bool(logits)
 
@@ -436,7 +445,7 @@ class AdversarialLoss(nn.Module):
         return self.kind == "ragan"
 
     def forward(self, real_logits: Tensor | None, fake_logits: Tensor) -> Tensor:
-        """Same as :meth:`generator_loss` (the weighted term of the generator objective)."""
+        """Same as :meth:`generator_loss` (G's adversarial term, unweighted)."""
         return self.generator_loss(real_logits, fake_logits)
 
     def generator_loss(self, real_logits: Tensor | None, fake_logits: Tensor) -> Tensor:
@@ -487,3 +496,32 @@ class AdversarialLoss(nn.Module):
     @staticmethod
     def _squared(x: Tensor, target: float) -> Tensor:
         return (x - target).square().mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# `loss:` entries -> weighted terms
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightedTerm:
+    """One entry of `loss:`: the built loss and the weight the module multiplies its value by."""
+
+    name: str
+    fn: Callable[..., Tensor]
+    weight: float
+
+    def __call__(self, out: Tensor | Sequence[Tensor], sr: Tensor, hr: Tensor,
+                 value_range: Sequence[float]) -> Tensor:
+        """The unweighted value for the generator's raw output `out`, its final output `sr` and the target."""
+        pred = out if getattr(self.fn, "accepts_pyramid", False) else sr
+        if getattr(self.fn, "expects_unit_range", False):
+            pred, hr = to_unit(pred, value_range), to_unit(hr, value_range)
+        return self.fn(pred, hr)
+
+
+def build_term(name: str, entry: Mapping[str, Any]) -> WeightedTerm:
+    """Build `loss.<name>` with Hydra after taking out its `weight` (checked by config.check_loss)."""
+    from hydra.utils import instantiate
+
+    entry = dict(entry)
+    weight = float(entry.pop("weight"))
+    return WeightedTerm(name, instantiate(entry, _convert_="all"), weight)

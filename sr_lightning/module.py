@@ -4,6 +4,10 @@ Manual optimisation (`automatic_optimization = False`) because a GAN alternates 
 different schedules, freezes D during the G update and starts D late (`gan_start_step`). A preset
 without a discriminator is the same module with the adversarial branch switched off.
 
+Everything it is built from comes from the config, defaults included (conf/train.yaml): the generator-side
+loss terms (`loss:`, every entry but `adversarial`, see losses.py), the optimizers and the schedule (Hydra
+`_partial_` targets), and the values under `module:`. Nothing here repeats a default.
+
 Why the module handles mixed precision itself rather than through Lightning's precision plugin:
 Lightning's 16-mixed plugin shares one GradScaler across optimizers, so an overflow in D shrinks G's loss
 scale too; SR GANs keep one scaler per optimizer. bf16 needs no scaler. The Trainer runs in "32-true"
@@ -27,9 +31,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sr_lightning.config import check_loss, check_optimizer, check_scheduler
+from sr_lightning.errors import UserError
+from sr_lightning.losses import WeightedTerm, build_term
 from sr_lightning.metrics import SRMetrics
 from sr_lightning.models import final_output
 from sr_lightning.ops.imresize import imresize
+from sr_lightning.ops.value_range import to_unit
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ def _no_op() -> None:
     return None
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training produced NaN/Inf; the message names the step and the loss term."""
 
 
@@ -78,7 +86,9 @@ class SRModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         cfg = _as_plain(cfg)
-        self.save_hyperparameters({"cfg": cfg, "amp_dtype": amp_dtype, "channels_last": channels_last})
+        # logger=False: the run config reaches the loggers once, flattened, from the train command; this copy is
+        # for checkpoints (hyper_parameters["cfg"]), which eval/upscale/export rebuild the generator from.
+        self.save_hyperparameters({"cfg": cfg, "amp_dtype": amp_dtype, "channels_last": channels_last}, logger=False)
         self.cfg = cfg
         self.opt_cfg = cfg["module"]
         self.scale = int(cfg["scale"])
@@ -89,24 +99,33 @@ class SRModule(pl.LightningModule):
 
         self.gen: nn.Module = instantiate(cfg["gen"])
         self.disc: nn.Module | None = instantiate(cfg["disc"]) if cfg.get("disc") else None
-        if self.opt_cfg.get("sync_bn"):
+        if self.opt_cfg["sync_bn"]:
             # Before the EMA copy is made, so G and its EMA keep the same structure and state_dict keys. In
             # eval mode (validation, the EMA) and in a single process SyncBatchNorm is plain BatchNorm.
             self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
             if self.disc is not None:
                 self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
-        losses = cfg["loss"]
-        self.pixel_loss = instantiate(losses["pixel"]) if losses.get("pixel") else None
-        self.adv_loss = instantiate(losses["adversarial"]) if losses.get("adversarial") else None
-        # The perceptual network is frozen, pretrained and large: it is kept out of the state dict (checkpoints
-        # stay the size of G + D) and out of DDP's parameter list, and moved to the device in `setup`.
-        self._frozen: dict[str, nn.Module] = {}
-        if losses.get("perceptual"):
-            self._frozen["perceptual"] = instantiate(losses["perceptual"])
-        if self.pixel_loss is None and not self._frozen and self.adv_loss is None:
-            raise ValueError("loss: every term is null; set at least loss.pixel (e.g. loss=l1)")
+        check_loss(cfg["loss"])
+        for key in ("g_optim", "d_optim"):
+            check_optimizer(self.opt_cfg[key], f"module.{key}")
+        check_scheduler(self.opt_cfg["scheduler"])
+        generator_side = {name: entry for name, entry in cfg["loss"].items() if name != "adversarial"}
+        # Loss terms are fixed functions of (sr, hr): frozen, and held outside the module tree, so a pretrained
+        # network inside one (the perceptual loss's VGG19) stays out of the state dict (checkpoints stay the size
+        # of G + D) and out of DDP's parameter list; `setup` moves them to the device. A weight of 0 skips the
+        # term altogether (no VGG is loaded for it).
+        self.loss_terms: dict[str, WeightedTerm] = {
+            name: build_term(name, entry) for name, entry in generator_side.items() if entry and entry["weight"]}
+        for term in self.loss_terms.values():
+            if isinstance(term.fn, nn.Module):
+                term.fn.requires_grad_(False).eval()
+        adversarial = cfg["loss"].get("adversarial")
+        adversarial = build_term("adversarial", adversarial) if adversarial else None
+        # A registered child as before (it holds no state, so the state dict keys stay those of G, D and EMA).
+        self.adv_loss = adversarial.fn if adversarial else None
+        self.adv_weight = adversarial.weight if adversarial else 0.0
 
-        ema_decay = self.opt_cfg.get("ema_decay")
+        ema_decay = self.opt_cfg["ema_decay"]
         self.ema_decay = float(ema_decay) if ema_decay is not None else None
         self.gen_ema: nn.Module | None = None
         if self.ema_decay is not None and any(True for _ in self.gen.parameters()):
@@ -120,6 +139,7 @@ class SRModule(pl.LightningModule):
         self.val_bicubic = SRMetrics(crop_border=self.scale)
         self._d_low_streak = 0
         self._grid_index = 0
+        self._stepped_before_validation = 0
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -127,54 +147,37 @@ class SRModule(pl.LightningModule):
         return self.disc is not None and self.adv_loss is not None
 
     def gan_active(self, step: int) -> bool:
-        return self.has_gan and step >= int(self.opt_cfg.get("gan_start_step", 0))
+        return self.has_gan and step >= int(self.opt_cfg["gan_start_step"])
 
     def setup(self, stage: str) -> None:
         if self.amp_dtype == torch.float16 and not self.scalers:
             device_type = self.trainer.strategy.root_device.type
             self.scalers = {"g": torch.amp.GradScaler(device_type), "d": torch.amp.GradScaler(device_type)}
-        for module in self._frozen.values():
-            module.to(self.device)
+        self._move_loss_terms()
         if self.use_channels_last:
             self.to(memory_format=torch.channels_last)
 
     def on_fit_start(self) -> None:
-        for module in self._frozen.values():
-            module.to(self.device)
+        self._move_loss_terms()  # again: under some strategies the module reaches its device only after setup
+
+    def _move_loss_terms(self) -> None:
+        for term in self.loss_terms.values():
+            if isinstance(term.fn, nn.Module):
+                term.fn.to(self.device)
 
     def configure_optimizers(self):
-        g_cfg, d_cfg = self.opt_cfg["g_optim"], self.opt_cfg["d_optim"]
-        opt_g = torch.optim.Adam(self.gen.parameters(), lr=g_cfg["lr"], betas=tuple(g_cfg["betas"]),
-                                 weight_decay=g_cfg.get("weight_decay", 0.0))
-        optimizers = [opt_g]
+        # `_convert_="all"`: plain lists (betas, milestones) in the optimizer/scheduler state that checkpoints
+        # hold, which torch.load(weights_only=True) reads; OmegaConf containers it would refuse.
+        optimizers = [instantiate(self.opt_cfg["g_optim"], _convert_="all")(self.gen.parameters())]
         if self.has_gan:
-            optimizers.append(torch.optim.Adam(self.disc.parameters(), lr=d_cfg["lr"], betas=tuple(d_cfg["betas"]),
-                                               weight_decay=d_cfg.get("weight_decay", 0.0)))
-        schedulers = [s for s in (self._scheduler(o) for o in optimizers) if s is not None]
+            optimizers.append(instantiate(self.opt_cfg["d_optim"], _convert_="all")(self.disc.parameters()))
+        schedule = self.opt_cfg["scheduler"]  # iterations for both networks: SRGAN/ESRGAN count G updates
+        schedulers = [instantiate(schedule, _convert_="all")(opt) for opt in optimizers] if schedule else []
         return optimizers, schedulers
-
-    def _scheduler(self, optimizer):
-        sched = self.opt_cfg.get("scheduler") or {}
-        kind = sched.get("kind")
-        if kind is None:
-            return None
-        if kind == "multistep":  # iteration-based, as SRGAN (lr/10 after 1e5) and ESRGAN (halve at 50k, ...)
-            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(sched.get("milestones", [])),
-                                                        gamma=float(sched.get("gamma", 0.5)))
-        if kind == "cosine":
-            total = max(int(self.cfg["trainer"].get("max_steps") or 1), 1)
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
-                                                              eta_min=float(sched.get("eta_min", 0.0)))
-        raise ValueError(f"module.scheduler.kind: unknown {kind!r}; allowed: null, multistep, cosine")
 
     # ------------------------------------------------------------------ helpers
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return final_output(self.gen(lr))
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Map a tensor from the model's value range to [0, 1] (metrics and the perceptual loss want that)."""
-        lo, hi = self.value_range
-        return x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
@@ -205,7 +208,7 @@ class SRModule(pl.LightningModule):
         """Remedies that are not already in effect, for G ('g') or D ('d')."""
         optim = "module.g_optim.lr" if net == "g" else "module.d_optim.lr"
         lr = self.opt_cfg["g_optim" if net == "g" else "d_optim"]["lr"]
-        clip = self.opt_cfg.get("grad_clip_norm")
+        clip = self.opt_cfg["grad_clip_norm"]
         advice = [] if clip else ["module.grad_clip_norm=1.0"]
         advice.append(f"a lower learning rate ({optim}={float(lr) / 10:g}; now {float(lr):g})")
         if self.amp_dtype is not None:
@@ -221,7 +224,7 @@ class SRModule(pl.LightningModule):
         if scaler:
             scaler.unscale_(optimizer)
         params = [p for p in params if p.grad is not None]
-        max_norm = self.opt_cfg.get("grad_clip_norm")
+        max_norm = self.opt_cfg["grad_clip_norm"]
         # clip_grad_norm_ with an infinite bound only measures: the norm is logged and checked either way.
         grad_norm = torch.nn.utils.clip_grad_norm_(params, float(max_norm) if max_norm else math.inf)
         if not torch.isfinite(grad_norm) and not scaler:  # with fp16 the scaler skips the step itself
@@ -279,24 +282,19 @@ class SRModule(pl.LightningModule):
         with self._autocast():
             out = self.gen(lr)
             sr = final_output(out)
-            terms: dict[str, torch.Tensor] = {}
-            if self.pixel_loss is not None and self.pixel_loss.weight:
-                terms["pixel"] = self.pixel_loss(out, hr)
-            if "perceptual" in self._frozen and self._frozen["perceptual"].weight:
-                terms["perceptual"] = self._frozen["perceptual"](self.to_unit(sr), self.to_unit(hr))
-            if gan:
+            terms = {name: term(out, sr, hr, self.value_range) for name, term in self.loss_terms.items()}
+            weights = {name: term.weight for name, term in self.loss_terms.items()}
+            if gan and self.adv_weight:
                 real_logits = None
                 if self.adv_loss.needs_real_for_generator:  # ragan only: the others never read D(HR) here
                     with torch.no_grad():  # G's loss detaches the real logits: no graph to record
                         real_logits = self.disc(hr)
                 fake_logits = self.disc(sr)
                 terms["adversarial"] = self.adv_loss.generator_loss(real_logits, fake_logits)
-        weights = {"pixel": getattr(self.pixel_loss, "weight", 0.0),
-                   "perceptual": getattr(self._frozen.get("perceptual"), "weight", 0.0),
-                   "adversarial": getattr(self.adv_loss, "weight", 0.0)}
+                weights["adversarial"] = self.adv_weight
         terms = {k: v.float() for k, v in terms.items()}
         self._check_finite(step, {f"g/{k}": v for k, v in terms.items()})
-        g_loss = sum(float(weights[k]) * v for k, v in terms.items())
+        g_loss = sum(weights[k] * v for k, v in terms.items())
         logs["g_grad_norm"] = self._backward_and_step("g", g_loss, opt_g, self.gen.parameters(), step)
         if self.disc is not None:
             self.disc.requires_grad_(True)
@@ -307,7 +305,7 @@ class SRModule(pl.LightningModule):
         # ---- discriminator update(s) on the same (detached) fake
         if gan:
             fake = sr.detach()
-            for _ in range(int(self.opt_cfg.get("d_steps_per_g", 1))):
+            for _ in range(int(self.opt_cfg["d_steps_per_g"])):
                 with self._autocast():
                     real_logits = self.disc(hr)
                     fake_logits = self.disc(fake)
@@ -321,11 +319,12 @@ class SRModule(pl.LightningModule):
             logs["d_fake_mean"] = fake_logits.detach().float().mean()
             self._watch_discriminator(step, float(d_loss.detach()))
 
-        for sched in self._schedulers():
-            sched.step()
+        # The learning rates this step used: read before the schedule moves them on to the next step's.
         logs["lr_g"] = torch.tensor(opt_g.param_groups[0]["lr"])
         if opt_d is not None:
             logs["lr_d"] = torch.tensor(opt_d.param_groups[0]["lr"])
+        for sched in self._schedulers():
+            sched.step()
         bar = {"g_loss", "d_loss"}
         for key, value in logs.items():
             self.log(f"train/{key}", value, prog_bar=key in bar, on_step=True, on_epoch=False,
@@ -347,8 +346,8 @@ class SRModule(pl.LightningModule):
                 b_ema.copy_(b)
 
     def _watch_discriminator(self, step: int, d_loss: float) -> None:
-        threshold = float(self.opt_cfg.get("d_collapse_threshold", 1e-3))
-        patience = int(self.opt_cfg.get("d_collapse_steps", 200))
+        threshold = float(self.opt_cfg["d_collapse_threshold"])
+        patience = int(self.opt_cfg["d_collapse_steps"])
         self._d_low_streak = self._d_low_streak + 1 if d_loss < threshold else 0
         if self._d_low_streak == patience:
             rank_zero_warn(
@@ -362,17 +361,29 @@ class SRModule(pl.LightningModule):
     def eval_generator(self) -> nn.Module:
         return self.gen_ema if self.gen_ema is not None else self.gen
 
+    def on_validation_start(self) -> None:
+        # Validation after N iterations runs before Lightning counts the N-th batch as stepped, so its rows
+        # would be logged at N - 1 next to images and checkpoints named N. Loggers take the step from this
+        # counter: it says N while validation logs and is put back afterwards (it is re-derived from
+        # global_step each batch anyway, see on_train_batch_start).
+        loop = self.trainer.fit_loop.epoch_loop
+        self._stepped_before_validation = loop._batches_that_stepped
+        loop._batches_that_stepped = self.global_step
+
+    def on_validation_end(self) -> None:
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._stepped_before_validation
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]
         with self._autocast():
             sr = final_output(self.eval_generator(self._prepare(lr)))
-        sr = self.to_unit(sr.float()).clamp(0, 1).contiguous()
-        hr01, lr01 = self.to_unit(hr).clamp(0, 1), self.to_unit(lr).clamp(0, 1)
+        sr = to_unit(sr.float(), self.value_range).clamp(0, 1).contiguous()
+        hr01, lr01 = to_unit(hr, self.value_range).clamp(0, 1), to_unit(lr, self.value_range).clamp(0, 1)
         bicubic = imresize(lr01, scale=self.scale).clamp(0, 1)
         gray = batch.get("gray")  # grayscale test files are scored on their grey values, as papers do
         self.val_metrics.update(sr, hr01, gray=gray)
         self.val_bicubic.update(bicubic, hr01, gray=gray)
-        if batch_idx < int(self.opt_cfg.get("val_images", 2)):
+        if batch_idx < int(self.opt_cfg["val_images"]):
             self._save_grid(lr01, bicubic, sr, hr01, batch.get("name", [f"{batch_idx}"])[0])
 
     def on_validation_epoch_end(self) -> None:

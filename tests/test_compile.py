@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import TINY, run_cli
-from sr_lightning.commands import train as train_cmd
+from sr_lightning import training as train_cmd
 
 
 class _Module(nn.Module):

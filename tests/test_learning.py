@@ -16,8 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import compose_train
+from sr_lightning.losses import build_term
 from sr_lightning.models import LapSRN
 from sr_lightning.ops.color import rgb2ycbcr
 
@@ -88,9 +90,8 @@ def train_preset(overrides: list[str], batches) -> dict[str, float]:
     cfg = compose_train([*overrides, *TINY])
     torch.manual_seed(0)
     net = instantiate(cfg.gen)
-    pixel = instantiate(cfg.loss.pixel)
-    optim = cfg.module.g_optim
-    opt = torch.optim.Adam(net.parameters(), lr=float(optim.lr), betas=tuple(optim.betas))
+    pixel = build_term("pixel", OmegaConf.to_container(cfg.loss.pixel)).fn
+    opt = instantiate(cfg.module.g_optim, _convert_="all")(net.parameters())  # the preset's optimizer, as trained
     batches = [(as_preset_data(lr, cfg), as_preset_data(hr, cfg)) for lr, hr in batches]
     probe, train = batches[:BATCHES_IN_PROBE], batches[BATCHES_IN_PROBE:]
 

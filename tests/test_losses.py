@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from sr_lightning import losses
-from sr_lightning.losses import AdversarialLoss, MissingWeightsError, PerceptualLoss, PixelLoss
+from sr_lightning.config import check_loss
+from sr_lightning.losses import (AdversarialLoss, MissingWeightsError, PerceptualLoss, PixelLoss, WeightedTerm,
+                                 build_term)
 from sr_lightning.ops.imresize import imresize
 
 LOSS_CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
@@ -67,11 +69,35 @@ def test_charbonnier_of_identical_images_is_eps(eps):
     assert PixelLoss("charbonnier", eps=eps)(x, x.clone()).item() == pytest.approx(eps, rel=1e-5)
 
 
-def test_pixel_loss_keeps_weight_out_of_forward(half_and_half):
+def test_build_term_keeps_weight_out_of_the_loss(half_and_half):
     sr, hr = half_and_half
-    loss = PixelLoss("l1", weight=0.9)
-    assert isinstance(loss.weight, float) and loss.weight == 0.9
-    assert loss(sr, hr).item() == pytest.approx(0.375)  # unweighted
+    term = build_term("pixel", {"_target_": "sr_lightning.losses.PixelLoss", "criterion": "l1", "weight": 0.9})
+    assert isinstance(term.fn, PixelLoss) and not hasattr(term.fn, "weight")
+    assert isinstance(term.weight, float) and term.weight == 0.9
+    assert term(sr, sr, hr, (0.0, 1.0)).item() == pytest.approx(0.375)  # unweighted
+
+
+def test_a_term_gets_the_pyramid_or_the_unit_range_only_when_its_loss_asks():
+    hr = torch.full((1, 3, 4, 4), 0.5)
+    levels = [torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4)]  # LapSRN-style output, final level last
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, sr, target):
+            seen["sr"], seen["hr"] = sr, target
+            return sr.new_zeros(())
+
+    plain = WeightedTerm("plain", Spy(), 1.0)
+    plain(levels, levels[-1], hr, (-1.0, 1.0))
+    assert seen["sr"] is levels[-1] and seen["hr"] is hr  # the final output, in the model's range
+
+    pyramid = WeightedTerm("pixel", PixelLoss("l1"), 1.0)
+    assert pyramid(levels, levels[-1], hr, (0.0, 1.0)).item() == pytest.approx(0.5 + 0.5)  # both levels summed
+
+    unit = Spy()
+    unit.expects_unit_range = True
+    WeightedTerm("perceptual", unit, 1.0)(levels, levels[-1], hr, (-1.0, 1.0))
+    assert torch.equal(seen["sr"], torch.full((1, 3, 4, 4), 0.5)) and torch.equal(seen["hr"], torch.full_like(hr, 0.75))
 
 
 def test_pixel_loss_rejects_bad_criterion_and_shape_mismatch():
@@ -260,15 +286,13 @@ def test_random_weights_feature_net_is_frozen_and_gradients_reach_the_input(rand
 
 
 def test_random_weights_loss_matches_hand_computation_from_features():
-    loss = PerceptualLoss({"relu1_2": 0.25, "conv2_2": 2.0}, criterion="mse", weights="random",
-                          rescale=0.5, weight=3.0)
+    loss = PerceptualLoss({"relu1_2": 0.25, "conv2_2": 2.0}, criterion="mse", weights="random", rescale=0.5)
     torch.manual_seed(0)
     sr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     f_sr, f_hr = loss.extract(sr), loss.extract(hr)
-    # rescale multiplies both feature maps: the MSE shrinks by rescale^2; weight is not applied here.
+    # rescale multiplies both feature maps: the MSE shrinks by rescale^2.
     expected = sum(w * 0.25 * F.mse_loss(f_sr[n], f_hr[n]).item() for n, w in [("relu1_2", 0.25), ("conv2_2", 2.0)])
     assert loss(sr, hr).item() == pytest.approx(expected, rel=1e-5)
-    assert loss.weight == 3.0
 
 
 def test_random_weights_input_normalisation_and_gray_input():
@@ -440,41 +464,49 @@ PRESETS = ["l1", "mse", "charbonnier", "lapsrn", "srgan", "srgan_mse", "esrgan",
 
 
 @functools.lru_cache(maxsize=None)  # each VGG-based preset builds its VGG19 stack once per session
-def instantiate_preset(name: str) -> dict:
-    from hydra.utils import instantiate
-
+def build_preset(name: str) -> dict:
+    """The preset's terms as the module builds them: {name: WeightedTerm or None}."""
     cfg = OmegaConf.load(LOSS_CONF / f"{name}.yaml")
     assert list(cfg) == ["pixel", "perceptual", "adversarial"], name
     if cfg.perceptual is not None:
         assert cfg.perceptual.weights == "imagenet"  # the product default; tests need no download
         cfg.perceptual.weights = "random"
-    return {key: None if cfg[key] is None else instantiate(cfg[key]) for key in cfg}
+    check_loss(cfg)
+    return {key: None if cfg[key] is None else build_term(key, OmegaConf.to_container(cfg[key])) for key in cfg}
+
+
+def instantiate_preset(name: str) -> dict:
+    return {key: None if term is None else term.fn for key, term in build_preset(name).items()}
+
+
+def preset_weight(name: str, key: str) -> float:
+    return build_preset(name)[key].weight
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_instantiates_with_float_weights(name):
-    built = instantiate_preset(name)
+def test_every_preset_builds_with_float_weights(name):
+    built = build_preset(name)
     assert any(v is not None for v in built.values())
-    for key, loss in built.items():
-        if loss is not None:
-            assert isinstance(loss, torch.nn.Module) and isinstance(loss.weight, float), (name, key)
+    for key, term in built.items():
+        if term is not None:
+            assert isinstance(term.fn, torch.nn.Module) and isinstance(term.weight, float), (name, key)
 
 
 def test_presets_carry_the_papers_values():
     srgan = instantiate_preset("srgan")
     assert srgan["pixel"] is None and srgan["perceptual"].layer_weights == {"relu5_4": 1.0}
     assert srgan["perceptual"].criterion == "mse" and srgan["perceptual"].rescale == pytest.approx(1 / 12.75)
-    assert srgan["adversarial"].kind == "vanilla" and srgan["adversarial"].weight == 1e-3
+    assert srgan["adversarial"].kind == "vanilla" and preset_weight("srgan", "adversarial") == 1e-3
 
     esrgan = instantiate_preset("esrgan")
-    assert (esrgan["pixel"].criterion, esrgan["pixel"].weight) == ("l1", 1e-2)
+    assert (esrgan["pixel"].criterion, preset_weight("esrgan", "pixel")) == ("l1", 1e-2)
     assert esrgan["perceptual"].layer_weights == {"conv5_4": 1.0} and esrgan["perceptual"].criterion == "l1"
-    assert (esrgan["adversarial"].kind, esrgan["adversarial"].weight) == ("ragan", 5e-3)
+    assert (esrgan["adversarial"].kind, preset_weight("esrgan", "adversarial")) == ("ragan", 5e-3)
 
     lapsrn = instantiate_preset("lapsrn")
     assert (lapsrn["pixel"].criterion, lapsrn["pixel"].eps) == ("charbonnier", 1e-3)
     dcgan = instantiate_preset("dcgan_sr")
-    assert (dcgan["pixel"].weight, dcgan["adversarial"].weight) == (0.9, 0.1)
+    assert (preset_weight("dcgan_sr", "pixel"), preset_weight("dcgan_sr", "adversarial")) == (0.9, 0.1)
     srgan_mse = instantiate_preset("srgan_mse")
     assert srgan_mse["perceptual"] is None and srgan_mse["pixel"].criterion == "mse"
     assert instantiate_preset("seed002")["adversarial"].kind == "lsgan"

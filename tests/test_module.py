@@ -1,6 +1,7 @@
 """SRModule: G/D alternation, iteration counting, EMA, NaN guard, resume (on tiny in-memory data)."""
 from __future__ import annotations
 
+import csv
 import math
 
 import lightning.pytorch as pl
@@ -113,14 +114,15 @@ def test_ema_tracks_parameters_and_buffers(tmp_path):
 def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_checkpoint(tmp_path):
     module, trainer = build(tmp_path, max_steps=4, every=1)
     calls = {"n": 0}
-    real_forward = module.pixel_loss.forward
+    pixel = module.loss_terms["pixel"].fn
+    real_forward = pixel.forward
 
     def poisoned(sr, hr):
         calls["n"] += 1
         value = real_forward(sr, hr)
         return value * float("nan") if calls["n"] == 3 else value
 
-    module.pixel_loss.forward = poisoned
+    pixel.forward = poisoned
     last = tmp_path / "checkpoints" / "last.ckpt"
     with pytest.raises(NonFiniteLossError, match=r"step 2: loss term 'g/pixel' is nan") as err:
         trainer.fit(module, datamodule=TinyData())
@@ -133,8 +135,9 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_checkpoint(tmp_
 
 def test_non_finite_loss_at_the_first_step_says_that_no_checkpoint_exists_yet(tmp_path):
     module, trainer = build(tmp_path, max_steps=2, every=1)
-    real_forward = module.pixel_loss.forward
-    module.pixel_loss.forward = lambda sr, hr: real_forward(sr, hr) * float("nan")
+    pixel = module.loss_terms["pixel"].fn
+    real_forward = pixel.forward
+    pixel.forward = lambda sr, hr: real_forward(sr, hr) * float("nan")
     with pytest.raises(NonFiniteLossError, match=r"step 0: loss term 'g/pixel' is nan") as err:
         trainer.fit(module, datamodule=TinyData())
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -252,13 +255,71 @@ def test_resume_reproduces_weights(tmp_path):
             assert torch.allclose(a[key].float(), b[key].float(), atol=0, rtol=0), f"{name}.{key}"
 
 
-def test_lr_schedule_is_iteration_based(tmp_path):
-    module, trainer = build(tmp_path, ["module.scheduler.kind=multistep", "module.scheduler.milestones=[2]",
-                                       "module.scheduler.gamma=0.1", "lr=1e-3"], max_steps=3)
+def logged_values(module) -> list[tuple[int, str, float]]:
+    """(global step, key, value) of every self.log call during training (the tests run without a logger)."""
+    seen = []
+    original = module.log
+
+    def spy(name, value, *args, **kwargs):
+        seen.append((module.global_step, name, float(value)))
+        return original(name, value, *args, **kwargs)
+
+    module.log = spy
+    return seen
+
+
+def test_lr_schedule_is_iteration_based_and_the_logged_lr_is_the_one_each_step_used(tmp_path):
+    # srgan_mse's preset: MultiStepLR with gamma 0.1; the milestone moved to iteration 2
+    module, trainer = build(tmp_path, ["module.scheduler.milestones=[2]", "lr=1e-3"], max_steps=3)
+    logged = logged_values(module)
     trainer.fit(module, datamodule=TinyData())
     opt_g, opt_d = module.optimizers()
+    assert isinstance(module.lr_schedulers()[0], torch.optim.lr_scheduler.MultiStepLR)
     assert math.isclose(opt_g.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
     assert math.isclose(opt_d.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
+    for key in ("train/lr_g", "train/lr_d"):  # steps 0 and 1 ran at 1e-3, step 2 (past the milestone) at 1e-4
+        lrs = [value for _, name, value in logged if name == key]
+        assert lrs == pytest.approx([1e-3, 1e-3, 1e-4], rel=1e-6), key
+
+
+def test_cosine_preset_takes_eta_min_and_t_max_from_the_yaml(tmp_path):
+    module, _ = build(tmp_path, ["lr=1e-3"], max_steps=7, base=["~data", "model=msrresnet", "gen.blocks=1",
+                                                                 "gen.channels=8", "scale=2", "crop=16"])
+    optimizers, schedulers = module.configure_optimizers()
+    (cosine,) = schedulers
+    assert isinstance(cosine, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert (cosine.T_max, cosine.eta_min) == (7, 1e-7)  # trainer.max_steps and conf/model/msrresnet.yaml
+
+
+def test_any_torch_optimizer_by_config(tmp_path):
+    module, _ = build(tmp_path, ["module.g_optim._target_=torch.optim.AdamW", "module.g_optim.weight_decay=0.01",
+                                 "module.d_optim._target_=torch.optim.SGD", "~module.d_optim.betas",
+                                 "+module.d_optim.momentum=0.9"])
+    (opt_g, opt_d), _ = module.configure_optimizers()
+    assert type(opt_g) is torch.optim.AdamW and opt_g.defaults["weight_decay"] == 0.01
+    betas = opt_g.defaults["betas"]  # a plain sequence, not a ListConfig that weights_only checkpoint loads refuse
+    assert type(betas) in (list, tuple) and tuple(betas) == (0.9, 0.999)
+    assert type(opt_d) is torch.optim.SGD and opt_d.defaults["momentum"] == 0.9
+    assert {id(p) for p in opt_g.param_groups[0]["params"]} == {id(p) for p in module.gen.parameters()}
+    assert {id(p) for p in opt_d.param_groups[0]["params"]} == {id(p) for p in module.disc.parameters()}
+
+
+def test_an_extra_loss_term_is_weighted_logged_and_a_zero_weight_term_is_not_computed(tmp_path):
+    overrides = ["+loss.extra={_target_: torch.nn.L1Loss, weight: 0.5}", "loss.pixel.weight=0",
+                 "loss.adversarial.weight=0"]
+    module, trainer = build(tmp_path, overrides, max_steps=2)
+    assert list(module.loss_terms) == ["extra"]  # pixel (weight 0) was not even built
+    assert type(module.loss_terms["extra"].fn) is torch.nn.L1Loss and module.loss_terms["extra"].weight == 0.5
+    logged = logged_values(module)
+    g_steps = []
+    original = module._backward_and_step
+    module._backward_and_step = lambda n, loss, *a: (n == "g" and g_steps.append(float(loss)), original(n, loss, *a))[1]
+    trainer.fit(module, datamodule=TinyData())
+    names = {name for _, name, _ in logged}
+    assert "train/g_extra" in names and not names & {"train/g_pixel", "train/g_adversarial"}
+    extra = [value for _, name, value in logged if name == "train/g_extra"]
+    assert g_steps == pytest.approx([0.5 * value for value in extra])  # G's loss: 0.5 x the extra term alone
+    assert "d_loss" in {name.split("/")[1] for name in names}  # D still trains
 
 
 def test_gradient_clipping_bounds_the_norm_before_the_step(tmp_path):
@@ -291,8 +352,19 @@ def test_discriminator_collapse_is_warned(tmp_path):
         trainer.fit(module, datamodule=TinyData())
 
 
+def init_generator_from(module, path) -> bool:
+    """What `train init_from=<path>` does to the module; True when the EMA weights were used."""
+    from omegaconf import OmegaConf
+
+    from sr_lightning.init_from import load_initial_weights, read_initial_generator
+
+    initial = read_initial_generator(OmegaConf.create({"init_from": path}), user_overrides={})
+    load_initial_weights(module, initial)
+    return initial.used_ema
+
+
 def test_init_from_loads_the_generator_of_another_run(tmp_path):
-    from sr_lightning.commands.train import SetupError, init_generator_from
+    from sr_lightning.init_from import SetupError
 
     source, trainer = build(tmp_path / "psnr", max_steps=1)
     trainer.fit(source, datamodule=TinyData())
@@ -364,3 +436,21 @@ def test_sync_bn_converts_every_batchnorm_and_matches_batchnorm_in_one_process(t
     alone, _ = build(tmp_path / "gen_only", ["module.sync_bn=true"], base=["~data", "model=srresnet", "gen.blocks=1",
                                                                           "gen.channels=8", "scale=2", "crop=16"])
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in alone.gen.modules())
+
+
+@pytest.mark.slow
+def test_cli_extra_loss_term_and_validation_rows_and_images_at_the_step_they_follow(cli, tmp_path):
+    """`+loss.extra=...` needs no code; validation after N iterations is row N and image stepN (N = 2, 4)."""
+    result = cli("train", "+loss.extra={_target_:torch.nn.MSELoss,weight:0.5}", "gen.blocks=1", "gen.channels=8",
+                 "crop=32", "batch_size=2", "callbacks=none", "precision=32-true", "trainer.max_steps=4",
+                 "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    train = {int(row["step"]): row for row in rows if row.get("train/g_loss")}
+    assert sorted(train) == [0, 1, 2, 3]
+    for row in train.values():  # srresnet's MSE pixel term (weight 1) + 0.5 x the same MSE as "extra"
+        g_pixel, g_extra = float(row["train/g_pixel"]), float(row["train/g_extra"])
+        assert g_extra == pytest.approx(g_pixel) and float(row["train/g_loss"]) == pytest.approx(1.5 * g_pixel)
+    assert sorted(int(row["step"]) for row in rows if row.get("val/psnr_y")) == [2, 4]
+    assert sorted(p.name.split("_")[0] for p in (tmp_path / "images").glob("*.png")) == ["step0000002", "step0000004"]
