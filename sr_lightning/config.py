@@ -98,13 +98,25 @@ def _locate(target: Any, key: str) -> Any:
     """The object a `_target_` names; ConfigError naming `key` when it is missing or cannot be imported."""
     if not isinstance(target, str) or not target:
         raise ConfigError(key, f"got {target!r}; allowed: a dotted import path, e.g. torch.nn.MSELoss")
-    from hydra.utils import get_object
+    import importlib
 
-    try:
-        return get_object(target)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "no such object"
-        reason = " ".join(str(err).split()).split(". Are you sure")[0]
-        raise ConfigError(key, f"got {target!r}, which cannot be imported ({reason})") from None
+    parts = target.split(".")
+    for end in range(len(parts), 0, -1):  # the longest importable module, then attributes (as Hydra does)
+        module_name = ".".join(parts[:end])
+        try:
+            obj = importlib.import_module(module_name)
+            break
+        except ModuleNotFoundError as err:
+            if err.name is None or not module_name.startswith(err.name):
+                raise  # a module that exists but fails to import: a bug to see in full
+    else:
+        raise ConfigError(key, f"got {target!r}, which cannot be imported (no module named {parts[0]!r})")
+    for index in range(end, len(parts)):
+        if not hasattr(obj, parts[index]):
+            raise ConfigError(key, f"got {target!r}, which cannot be imported ({'.'.join(parts[:index])} has no "
+                                   f"{parts[index]!r})")
+        obj = getattr(obj, parts[index])
+    return obj
 
 
 def _check_arguments(node: Mapping, factory: Any, key: str) -> None:
