@@ -352,6 +352,34 @@ def test_crop_not_divisible_by_scale(tmp_path):
         _dm(FolderSource(tmp_path / "hr"), None, crop=18).setup("fit")
 
 
+@pytest.mark.parametrize("bad, check", [
+    ({"crop": 18}, lambda c: c.check_crop(18, 4)),
+    ({"color": "yuv"}, lambda c: c.check_color("yuv")),
+    ({"value_range": [1, 0]}, lambda c: c.check_value_range([1.0, 0.0])),
+])
+def test_datamodule_checks_give_configs_message(tmp_path, bad, check):
+    """One message per check: the data module built directly says what `train`'s config check says."""
+    from sr_lightning import config
+
+    with pytest.raises(config.ConfigError) as want:
+        check(config)
+    _hr_folder(tmp_path / "hr", n=1)
+    with pytest.raises(DatasetError) as got:
+        _dm(FolderSource(tmp_path / "hr"), None, **bad).setup("fit")
+    assert str(got.value) == str(want.value)
+
+
+def test_train_patch_dataset_checks_crop_like_config():
+    from sr_lightning.config import ConfigError, check_crop
+
+    cache = ImageCache([], PairLoader(4))
+    with pytest.raises(ConfigError) as want:
+        check_crop(18, 4)
+    with pytest.raises(DatasetError) as got:
+        TrainPatchDataset(cache, 4, 18)
+    assert str(got.value) == str(want.value)
+
+
 def test_corrupt_file_in_folder_names_it(tmp_path):
     _hr_folder(tmp_path / "hr", n=1)
     good = (tmp_path / "hr" / "img_000.png").read_bytes()

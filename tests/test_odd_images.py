@@ -19,6 +19,7 @@ from conftest import TINY, write_png_bomb
 from sr_lightning.data import DatasetError, FolderSource, SRDataModule
 from sr_lightning.data.errors import DataWarning
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
+from sr_lightning.errors import EXIT_USER_ERROR
 from sr_lightning.metrics import MetricsWarning, SRMetrics, min_scored_size
 
 TINY_TRAIN = [*TINY, "gen.blocks=1", "gen.channels=8", "data.patches_per_image=1"]
@@ -184,7 +185,7 @@ def test_eval_max_pixels_key_through_cli(cli, tmp_path):
     folder = _folder(tmp_path / "imgs", sizes=(96,), tiny=None)
     proc = cli("eval", "model=bicubic", "data=folder", f"data.hr_dir={folder}", "max_pixels=9000",
                f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path / "torch")})
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_USER_ERROR  # a user error: `error: ...`, exit 2 like every command
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "big0.png: 96x96 = 9,216 pixels is over the decompression-bomb limit of 9,000" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -196,6 +197,6 @@ def test_eval_unknown_lpips_net_is_one_error_line(cli, tmp_path):
     folder = _folder(tmp_path / "imgs", sizes=(24,), tiny=None)
     proc = cli("eval", "model=bicubic", "data=folder", f"data.hr_dir={folder}", "lpips_net=foo",
                f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path / "torch")})
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_USER_ERROR  # a user error: `error: ...`, exit 2 like every command
     assert proc.stderr.strip().splitlines() == [
         "error: lpips_net=foo: unknown LPIPS backbone; allowed: alex, squeeze, vgg (or lpips=false)"]

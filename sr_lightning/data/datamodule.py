@@ -21,11 +21,11 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from sr_lightning.config import COLORS
+from sr_lightning.config import check_color, check_crop, check_positive_int, check_scale, check_value_range
 from sr_lightning.data.augment import PairAugment
 from sr_lightning.data.cache import CacheBudget, ImageCache
 from sr_lightning.data.degradations import RandomDegradation
-from sr_lightning.data.errors import DatasetError, DataWarning
+from sr_lightning.data.errors import DatasetError, DataWarning, config_checks
 from sr_lightning.data.folder_source import FolderSource
 from sr_lightning.data.full_images import FullImageDataset
 from sr_lightning.data.imageio import resolve_max_pixels
@@ -151,20 +151,12 @@ class SRDataModule(pl.LightningDataModule):
         def bad(key, msg):
             raise DatasetError(f"{key}: {msg}")
 
-        if not isinstance(self.scale, int) or isinstance(self.scale, bool) or self.scale < 1:
-            bad("scale", f"got {self.scale!r}; allowed: an integer >= 1 (2, 3, 4, 8)")
-        if not isinstance(self.crop, int) or isinstance(self.crop, bool) or self.crop < self.scale:
-            bad("crop", f"got {self.crop!r}; allowed: an integer >= scale ({self.scale})")
-        if self.crop % self.scale:
-            lower = self.crop - self.crop % self.scale
-            bad("crop", f"got {self.crop}, not divisible by scale={self.scale}; allowed: multiples of {self.scale} "
-                        f"(e.g. {lower or self.scale} or {lower + self.scale})")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            bad("batch_size", f"got {self.batch_size!r}; allowed: an integer >= 1")
-        if self.color not in COLORS:
-            bad("color", f"got {self.color!r}; allowed: {', '.join(COLORS)}")
-        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
-            bad("value_range", f"got {list(self.value_range)}; allowed: [lo, hi] with lo < hi, e.g. [0, 1] or [-1, 1]")
+        with config_checks():  # the keys `train` also checks: config's messages, one per check
+            check_scale(self.scale)
+            check_crop(self.crop, self.scale)
+            check_positive_int(self.batch_size, "batch_size")
+            check_color(self.color)
+            check_value_range(self.value_range)
         unknown = set(self.augment) - {"hflip", "vflip", "rot90"}
         if unknown:
             bad("data.augment", f"unknown key(s) {sorted(unknown)}; allowed: hflip, vflip, rot90 (booleans)")

@@ -1,6 +1,9 @@
 """What the data code raises and warns: every message names the folder/file and the remedy."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sr_lightning.errors import UserError
 
 
@@ -14,3 +17,19 @@ class DatasetMissingError(DatasetError):
 
 class DataWarning(UserWarning):
     """A file was skipped or changed to make the data set usable."""
+
+
+@contextmanager
+def config_checks() -> Iterator[None]:
+    """Run `sr_lightning.config.check_*` calls; a failure comes out as `DatasetError` with config's own message.
+
+    The data module and datasets can be built without a composed config (library use), so they call the
+    same checks `train` runs, and a value gets one message whichever way it arrives; callers of the data
+    code (eval, prepare) catch `DatasetError`.
+    """
+    from sr_lightning.config import ConfigError  # here: a light FolderSource import does not load OmegaConf
+
+    try:
+        yield
+    except ConfigError as err:
+        raise DatasetError(str(err)) from None

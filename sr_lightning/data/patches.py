@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from sr_lightning.config import check_crop
 from sr_lightning.data.augment import PairAugment
 from sr_lightning.data.cache import ImageCache
-from sr_lightning.data.errors import DatasetError
+from sr_lightning.data.errors import DatasetError, config_checks
 from sr_lightning.data.pair_loader import bicubic_lr_window
 from sr_lightning.data.tensors import to_tensor
 
@@ -35,9 +36,8 @@ class TrainPatchDataset(Dataset):
     def __init__(self, cache: ImageCache, scale: int, crop: int, *, patches_per_image: int = 1,
                  augment: PairAugment | None = None, value_range: Sequence[float] = (0.0, 1.0),
                  make_lr: bool = True):
-        if crop % scale:
-            raise DatasetError(f"crop: {crop} is not divisible by scale={scale}; use a multiple of {scale} "
-                               f"(e.g. {crop - crop % scale or scale} or {crop - crop % scale + scale})")
+        with config_checks():
+            check_crop(crop, scale)
         if len(cache) == 0:
             raise DatasetError("no training images")
         self.cache, self.scale, self.crop = cache, scale, crop
