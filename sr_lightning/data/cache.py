@@ -65,7 +65,7 @@ class ImageCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(h.nbytes + (l.nbytes if l is not None else 0) for h, l in self._store.values())
+        return sum(hr.nbytes + (lr.nbytes if lr is not None else 0) for hr, lr in self._store.values())
 
     def preload(self, threads: int | None = None, progress: bool = True) -> None:
         if self.budget.limit == 0:

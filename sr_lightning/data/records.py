@@ -30,7 +30,6 @@ class ImageRecord:
         return str(self.hr_path or self.name)
 
 
-
 def filter_too_small(records: Sequence[ImageRecord], crop: int, scale: int, where: str) -> list[ImageRecord]:
     """Drop (with a warning naming each) training images smaller than the crop; error when none remain."""
     kept, dropped = [], []
