@@ -14,6 +14,10 @@ The network runs through `iter_tiled_blocks`, and every finished block of output
 into the integer result; tiles are converted to float one at a time. So besides the integer input and output
 arrays only one tile's float output (and the overlap bands waiting for a neighbour) exists at a time. The
 bicubic channels are computed block by block too (`bicubic_region`).
+
+Beside it: `tiling` (tile plans, cross-faded blocks, auto tile size), `write` (PNG output without a copy),
+`batch` (which files `upscale` reads and writes, and its folder loop), `evaluation` / `eval_report` (what `eval`
+scores and writes). The generator itself comes from `sr_lightning.loading.load_generator`.
 """
 from __future__ import annotations
 
