@@ -275,10 +275,7 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
                   file=sys.stderr, flush=True)
         return stop.exit_code
     if command.module == "train":
-        try:
-            from sr_lightning.sweep import SweepSummaryCallback
-        except ImportError:  # until sr_lightning/sweep.py lands (the lead removes this fallback)
-            from sr_lightning.commands.train import SweepSummaryCallback
+        from sr_lightning.sweep import SweepSummaryCallback
 
         if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
             return 1
