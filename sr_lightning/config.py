@@ -179,6 +179,14 @@ def check_scheduler(node: Any, key: str = "module.scheduler") -> None:
                                           f"trainer.max_steps: set trainer.max_steps, or {key}.T_max itself)")
 
 
+def check_training_objects(cfg: Mapping) -> None:
+    """What SRModule builds from targets: `loss:`, `module.g_optim`, `module.d_optim`, `module.scheduler`."""
+    check_loss(cfg["loss"])
+    for key in ("g_optim", "d_optim"):
+        check_optimizer(cfg["module"][key], f"module.{key}")
+    check_scheduler(cfg["module"]["scheduler"])
+
+
 def check_loss(loss: Any, key: str = "loss") -> None:
     """`loss:` maps names to null or {_target_, weight, ...}; at least one term has a weight other than 0."""
     if not isinstance(loss, Mapping):
@@ -225,10 +233,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_crop(_get(cfg, "crop"), scale)
     _positive_int(cfg, "batch_size")
     _positive_float(cfg, "lr")
-    check_optimizer(_get(cfg, "module.g_optim"), "module.g_optim")
-    check_optimizer(_get(cfg, "module.d_optim"), "module.d_optim")
-    check_scheduler(_get(cfg, "module.scheduler"))
-    check_loss(_get(cfg, "loss"))
+    check_training_objects(cfg)
     for key in ("gen.blocks", "disc.blocks", "gen.channels", "module.d_steps_per_g", "checkpoint_every_n_steps"):
         _positive_int(cfg, key)
     color = _get(cfg, "color")

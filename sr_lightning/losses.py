@@ -42,6 +42,7 @@ __all__ = [
     "PixelLoss",
     "WeightedTerm",
     "build_term",
+    "generator_terms",
     "vgg19_layer_names",
     "vgg19_weights_url",
 ]
@@ -525,3 +526,14 @@ def build_term(name: str, entry: Mapping[str, Any]) -> WeightedTerm:
     entry = dict(entry)
     weight = float(entry.pop("weight"))
     return WeightedTerm(name, instantiate(entry, _convert_="all"), weight)
+
+
+def generator_terms(loss: Mapping[str, Any]) -> dict[str, WeightedTerm]:
+    """Every entry of `loss:` but `adversarial`, built; null entries and weight-0 ones are left out (a weight-0
+    perceptual term loads no VGG). Terms are fixed functions of (sr, hr): their parameters are frozen."""
+    terms = {name: build_term(name, entry) for name, entry in loss.items()
+             if name != "adversarial" and entry is not None and entry["weight"]}
+    for term in terms.values():
+        if isinstance(term.fn, nn.Module):
+            term.fn.requires_grad_(False).eval()
+    return terms

@@ -31,9 +31,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_lightning.config import check_loss, check_optimizer, check_scheduler
+from sr_lightning.config import check_training_objects
 from sr_lightning.errors import UserError
-from sr_lightning.losses import WeightedTerm, build_term
+from sr_lightning.losses import WeightedTerm, build_term, generator_terms
 from sr_lightning.metrics import SRMetrics
 from sr_lightning.models import final_output
 from sr_lightning.ops.imresize import imresize
@@ -105,22 +105,11 @@ class SRModule(pl.LightningModule):
             self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
             if self.disc is not None:
                 self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
-        check_loss(cfg["loss"])
-        for key in ("g_optim", "d_optim"):
-            check_optimizer(self.opt_cfg[key], f"module.{key}")
-        check_scheduler(self.opt_cfg["scheduler"])
-        generator_side = {name: entry for name, entry in cfg["loss"].items() if name != "adversarial"}
-        # Loss terms are fixed functions of (sr, hr): frozen, and held outside the module tree, so a pretrained
-        # network inside one (the perceptual loss's VGG19) stays out of the state dict (checkpoints stay the size
-        # of G + D) and out of DDP's parameter list; `setup` moves them to the device. A weight of 0 skips the
-        # term altogether (no VGG is loaded for it).
-        self.loss_terms: dict[str, WeightedTerm] = {
-            name: build_term(name, entry) for name, entry in generator_side.items() if entry and entry["weight"]}
-        for term in self.loss_terms.values():
-            if isinstance(term.fn, nn.Module):
-                term.fn.requires_grad_(False).eval()
-        adversarial = cfg["loss"].get("adversarial")
-        adversarial = build_term("adversarial", adversarial) if adversarial else None
+        check_training_objects(cfg)  # the same messages as `train` gives, for a module built from library code
+        # A plain dict, not children: a pretrained network inside a term (the perceptual loss's VGG19) stays out of
+        # the state dict (checkpoints stay the size of G + D) and out of DDP's parameters; `setup` moves them.
+        self.loss_terms: dict[str, WeightedTerm] = generator_terms(cfg["loss"])
+        adversarial = build_term("adversarial", cfg["loss"]["adversarial"]) if cfg["loss"].get("adversarial") else None
         # A registered child as before (it holds no state, so the state dict keys stay those of G, D and EMA).
         self.adv_loss = adversarial.fn if adversarial else None
         self.adv_weight = adversarial.weight if adversarial else 0.0
