@@ -173,6 +173,9 @@ def check_scheduler(node: Any, key: str = "module.scheduler") -> None:
         raise ConfigError(f"{key}._target_", f"got {node.get('_target_')!r}; allowed: {allowed}")
     _check_partial(node, key, "the module passes the optimizer")
     _check_arguments(node, cls, key)
+    own_check = getattr(cls, "check_arguments", None)
+    if own_check is not None:  # a schedule of ours knows what its arguments must satisfy (schedules.CosineToBudget)
+        own_check(node, key)
     t_max = node.get("T_max", 1)
     if not _is_int(t_max) or t_max < 1:  # the cosine presets take it from trainer.max_steps, -1 with max_epochs
         raise ConfigError(f"{key}.T_max", f"got {t_max!r}; allowed: an integer >= 1 (the presets set it to "

@@ -56,12 +56,22 @@ class CosineToBudget(LRScheduler):
         self.max_steps = int(max_steps) if max_steps and int(max_steps) > 0 else None
         self.budget_s = budget_seconds(max_time)
         if self.max_steps is None and self.budget_s is None:
-            raise ConfigError("module.scheduler", "CosineToBudget needs trainer.max_steps or trainer.max_time")
+            self.check_arguments({"max_steps": max_steps, "max_time": max_time})  # raises, naming both limits
         self.eta_min = float(eta_min)
         self.elapsed_s = 0.0
         self._clock = clock
         self._last_tick: float | None = None
         super().__init__(optimizer, last_epoch)
+
+    @staticmethod
+    def check_arguments(node: Mapping, key: str = "module.scheduler") -> None:
+        """Refuse, before any work, a run with neither limit or an unreadable time (config.check_scheduler calls it)."""
+        max_steps = node.get("max_steps")
+        budget = budget_seconds(node.get("max_time"), f"{key}.max_time")
+        if not (budget or (isinstance(max_steps, int) and max_steps > 0)):
+            raise ConfigError(key, f"CosineToBudget needs a budget: trainer.max_steps > 0 or trainer.max_time (got "
+                                   f"max_steps={max_steps!r}, max_time={node.get('max_time')!r}); set one of them, "
+                                   f"or module.scheduler=null")
 
     def progress(self) -> float:
         done = 0.0

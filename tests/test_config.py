@@ -59,9 +59,18 @@ def test_a_scheduler_must_be_an_iteration_based_lr_scheduler():
 
 
 def test_cosine_over_max_steps_needs_max_steps():
-    message = refusal(["model=msrresnet", "trainer.max_steps=-1", "trainer.max_epochs=3"])
+    cosine = "module.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true, T_max: -1}"
+    message = refusal(["model=msrresnet", "module.scheduler=null", cosine])
     assert message.startswith("module.scheduler.T_max: got -1; allowed: an integer >= 1")
     assert "trainer.max_steps" in message
+
+
+def test_cosine_over_the_budget_needs_a_budget():
+    message = refusal(["model=msrresnet", "trainer.max_steps=-1", "trainer.max_epochs=3"])
+    assert message.startswith("module.scheduler: CosineToBudget needs a budget: trainer.max_steps > 0 or "
+                              "trainer.max_time (got max_steps=-1, max_time=None)")
+    assert refusal(["model=msrresnet", "trainer.max_time=4:15"]).startswith(
+        "module.scheduler.max_time: got '4:15'; expected DD:HH:MM:SS")
 
 
 def test_a_preset_schedule_is_replaced_after_setting_it_to_null():

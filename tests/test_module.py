@@ -14,6 +14,7 @@ from sr_lightning.callbacks import SRCheckpoint
 from sr_lightning.checkpoint import AtomicCheckpointIO, load_generator
 from sr_lightning.losses import AdversarialLoss
 from sr_lightning.module import NonFiniteLossError, SRModule
+from sr_lightning.schedules import CosineToBudget
 from sr_lightning.ops.imresize import imresize
 
 TINY_GAN = ["~data", "model=srgan_mse", "gen.blocks=1", "gen.channels=8", "disc.blocks=2", "disc.channels=8",
@@ -287,8 +288,21 @@ def test_cosine_preset_takes_eta_min_and_t_max_from_the_yaml(tmp_path):
                                                                  "gen.channels=8", "scale=2", "crop=16"])
     optimizers, schedulers = module.configure_optimizers()
     (cosine,) = schedulers
-    assert isinstance(cosine, torch.optim.lr_scheduler.CosineAnnealingLR)
-    assert (cosine.T_max, cosine.eta_min) == (7, 1e-7)  # trainer.max_steps and conf/model/msrresnet.yaml
+    assert isinstance(cosine, CosineToBudget)
+    assert (cosine.max_steps, cosine.budget_s, cosine.eta_min) == (7, None, 1e-7)  # trainer + conf/model/msrresnet
+    lrs = []
+    for _ in range(7):
+        lrs.append(optimizers[0].param_groups[0]["lr"])
+        optimizers[0].step()
+        cosine.step()
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), T_max=7, eta_min=1e-7)
+    expected = []
+    for _ in range(7):
+        expected.append(reference.optimizer.param_groups[0]["lr"])
+        reference.optimizer.step()
+        reference.step()
+    assert lrs == pytest.approx(expected, rel=1e-9)  # without a time limit: torch's cosine over max_steps
 
 
 def test_any_torch_optimizer_by_config(tmp_path):

@@ -89,3 +89,13 @@ def test_resume_continues_the_curve_and_does_not_count_the_pause():
 def test_no_limit_at_all_is_refused():
     with pytest.raises(ConfigError, match="module.scheduler"):
         CosineToBudget(_optimizer(), max_steps=-1, max_time=None)
+
+
+def test_the_quickstart_decays_over_its_time_budget():
+    from conftest import compose_train
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["experiment=quickstart"])
+    sched = instantiate(cfg.module.scheduler, _convert_="all")(_optimizer(1e-3))
+    assert isinstance(sched, CosineToBudget)
+    assert (sched.max_steps, sched.budget_s, sched.eta_min) == (100_000, 255.0, 1e-7)  # time stops it first
