@@ -44,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_lightning.checkpoint import LoadedGenerator  # noqa: E402
+from sr_lightning.loading import LoadedGenerator  # noqa: E402
 from sr_lightning.precision import resolve_precision  # noqa: E402
 from sr_lightning.inference import Upscaler  # noqa: E402
 from sr_lightning.inference.tiling import _activation_floats_per_pixel, available_memory_bytes  # noqa: E402

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import compose_train
 from sr_lightning.callbacks import SRCheckpoint
-from sr_lightning.checkpoint import AtomicCheckpointIO, load_generator
+from sr_lightning.checkpoint_io import AtomicCheckpointIO
+from sr_lightning.loading import load_generator
 from sr_lightning.losses import AdversarialLoss
 from sr_lightning.module import NonFiniteLossError, SRModule
 from sr_lightning.schedules import CosineToBudget

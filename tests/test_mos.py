@@ -106,19 +106,20 @@ def test_prepare_reads_an_eval_run_directory(tmp_path):
     """The real `eval` writer's comparisons/ strips are cut back into one crop per method."""
     import torch
 
-    evaluate = pytest.importorskip("sr_lightning.commands.evaluate")
+    from sr_lightning.inference.eval_report import write_results
+    from sr_lightning.inference.evaluation import Comparison
     from sr_lightning.metrics import METRIC_KEYS
 
     generator = torch.Generator().manual_seed(0)
     models = ["bicubic", "esrgan", "srresnet"]
     pixels = {name: torch.rand(3, 24, 24, generator=generator) for name in [*models, "HR"]}
-    comparison = evaluate.Comparison("Set5", "baby", 8, 4, 24, hr=pixels["HR"], panels=[
+    comparison = Comparison("Set5", "baby", 8, 4, 24, hr=pixels["HR"], panels=[
         ("LR", torch.rand(3, 24, 24, generator=generator)), ("bicubic", pixels["bicubic"]),
         ("esrgan 30.12dB", pixels["esrgan"]), ("srresnet 31.00dB", pixels["srresnet"]), ("HR", pixels["HR"])])
     rows = [{"model": m, "set": "Set5", "scale": 4, "images": 1, "lpips": "n/a", **{k: 1.0 for k in METRIC_KEYS}}
             for m in models]
     run = tmp_path / "eval_run"
-    evaluate.write_results({"rows": rows, "per_image": [], "comparisons": [comparison]}, run, 4,
+    write_results({"rows": rows, "per_image": [], "comparisons": [comparison]}, run, 4,
                            {"sets": ["Set5"], "models": models}, zoom=2)
     page, key_file, summary = mos.prepare(run, crop=128)
     assert summary["methods"] == ["HR", *models] and summary["items"] == 1
