@@ -107,7 +107,7 @@ def check_resume_architecture(module, checkpoint: dict[str, Any], path: str, key
 
 
 # ---------------------------------------------------------------------------------------------- compile
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiler_problem(device_type: str) -> str | None:
     """Why torch.compile cannot run on `device_type` here (None: it works), found once per process by compiling
     a tiny function: inductor needs a working C++ compiler on CPUs and Triton on GPUs, and a network compiled

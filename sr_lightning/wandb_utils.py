@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 ONLINE_MODES = ("online", "run")  # WANDB_MODE values that mean "upload"
 RUN_ID_FILE = "wandb_run_id"

@@ -19,11 +19,11 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sr_lightning.cli_args import Option, keys_help, parse_key_values
 from sr_lightning.errors import UserError, report_user_error

@@ -16,14 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_lightning import run_folder
 from sr_lightning.errors import EXIT_USER_ERROR, UserError
+from sr_lightning.init_from import SetupError, load_initial_weights  # noqa: F401 - old path (re-export)
 from sr_lightning.interrupt import TrainingInterrupted
+from sr_lightning.sweep import SweepSummaryCallback  # noqa: F401 - old path (re-export)
+from sr_lightning.training import _COMPILE_WARNED, compile_networks, compiler_problem  # noqa: F401 - re-export
+from sr_lightning.training import checkpoint_step as _checkpoint_step  # noqa: F401 - old path (re-export)
 
-# Old import paths and APIs, kept until the tests that use them import the library modules (lead: delete this block
-# down to `_is_multirun`; see /tmp/handoff/h2.md).
-from sr_lightning.init_from import SetupError, load_initial_weights  # noqa: F401
-from sr_lightning.sweep import SweepSummaryCallback  # noqa: F401
-from sr_lightning.training import _COMPILE_WARNED, compile_networks, compiler_problem  # noqa: F401
-from sr_lightning.training import checkpoint_step as _checkpoint_step  # noqa: F401
+# Old import paths and APIs (the re-exports above and the two functions below), kept until the tests that use
+# them import the library modules; the lead deletes them (see /tmp/handoff/h2.md).
 
 
 def init_from_model_file(cfg: DictConfig):
