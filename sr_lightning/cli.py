@@ -5,24 +5,26 @@ argv commands (report, mos) take the same `key=value` form through `sr_lightning
 `run(argv)`, which prints their own `--help`. When the first argument is not a command, `train` is meant, so
 `python -m sr_lightning -m lr=1e-4,1e-5 gen.blocks=8,16,32` is a sweep.
 
-`COMMAND --help` of a Hydra command is built here from the command's own primary config (composed, no job
-run): its keys with their defaults and yaml comments, and only the config groups of its defaults list.
-A `UserError` escaping any command is one `error: <message>` line and exit 2.
+`COMMAND --help` of a Hydra command is built by `sr_lightning.cli_help` from the command's own primary config
+(composed, no job run). A `UserError` escaping any command, and a Hydra composition error of a run (an unknown
+group option or key), is one `error: <message>` line and exit 2; other exceptions keep their traceback.
 """
 from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from sr_lightning.cli_help import (
+    CONF_DIR,
+    config_groups,
+    hydra_command_help,
+    user_error_from_hydra,
+)
 from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.interrupt import TrainingInterrupted
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,7 @@ COMMANDS: dict[str, Command] = {
 
 
 HELP_FLAGS = ("-h", "--help")
-SET_BY_THE_COMMAND = ("task_name", "model_name")  # primary-config keys a user never sets: not in --help
-
-
-def _group_options(group: str) -> list[str]:
-    group_dir = CONF_DIR / group
-    return sorted(str(f.relative_to(group_dir).with_suffix("")) for f in group_dir.rglob("*.yaml"))
-
-
-def _config_groups() -> dict[str, list[str]]:
-    return {d.name: _group_options(d.name) for d in sorted(CONF_DIR.iterdir()) if d.is_dir() and d.name != "hydra"}
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch between a short report + exit 1 and raising the exception
 
 
 def usage() -> str:
@@ -71,7 +64,7 @@ def usage() -> str:
     ]
     lines += [f"  {name:<9} {cmd.summary}" for name, cmd in COMMANDS.items()]
     lines += ["", "Config groups (choose with group=option, e.g. model=srgan data=set5 trainer=gpu):"]
-    for group, options in _config_groups().items():
+    for group, options in config_groups().items():
         lines.append(f"  {group:<10} {', '.join(options)}")
     lines += [
         "",
@@ -88,164 +81,9 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-# --- COMMAND --help for Hydra commands -----------------------------------------------------------------------
-
-_KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*):(.*)$")
-_GROUP_LINE = re.compile(r"^\s*-\s*(?:optional\s+)?/?([\w/]+):\s*\S+\s+#\s*(.*)$")
-
-
-def yaml_comments(path: Path) -> dict[str, str]:
-    """`dotted.key` -> its end-of-line comment (with the comment lines aligned under it), and
-    `defaults/<group>` -> the comment of a defaults-list entry. A line reader, not a YAML parser: it is enough
-    for our config files, whose comments follow `key: value` on the same line."""
-    comments: dict[str, str] = {}
-    parents: list[tuple[int, str]] = []
-    last: tuple[str, int] | None = None  # (key, column of its '#') for comment lines continuing it
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if stripped.startswith("#"):
-            if last is not None and indent >= last[1] - 2 and indent > 0:
-                comments[last[0]] += " " + stripped.lstrip("#").strip()
-            else:
-                last = None
-            continue
-        last = None
-        group = _GROUP_LINE.match(line)
-        if group:
-            comments[f"defaults/{group[1]}"] = group[2].strip()
-            continue
-        match = _KEY_LINE.match(line)
-        if not match:
-            continue
-        while parents and parents[-1][0] >= indent:
-            parents.pop()
-        key = ".".join([k for _, k in parents] + [match[2]])
-        parents.append((indent, match[2]))
-        hash_at = match[3].find(" #")
-        if hash_at >= 0:
-            comments[key] = match[3][hash_at + 2:].strip()
-            last = (key, len(line) - len(match[3]) + hash_at + 1)
-    return comments
-
-
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of the values a yaml mapping sets (a list or an empty mapping is one value)."""
-    if not isinstance(node, dict) or not node:
-        return [prefix]
-    return [key for k, v in node.items() for key in _leaf_keys(v, f"{prefix}.{k}" if prefix else str(k))]
-
-
-def _yaml_value(value: Any) -> str:
-    """A value as the user would type it: null, true, [0.0, 1.0], ${lr} (interpolations stay unresolved)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _defaults_groups(defaults: list[Any]) -> list[tuple[str, Any]]:
-    """(group, default option) of a primary config's defaults list; Hydra's own groups are not ours to list."""
-    groups = []
-    for entry in defaults:
-        if not isinstance(entry, dict):
-            continue  # _self_
-        for key, option in entry.items():
-            key = key.removeprefix("optional ").lstrip("/")
-            if key.startswith(("override ", "hydra")):
-                continue
-            groups.append((key, option))
-    return groups
-
-
-def _compose(config: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config, overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def hydra_command_help(name: str, command: Command, argv: list[str]) -> str:
-    """What the command does, then only the keys its primary config sets and the groups its defaults list
-    names, with the values these overrides give (defaults when there are none)."""
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    if command.module == "train":
-        overrides = spandrel_arch_overrides(overrides)
-    note = ""
-    try:
-        cfg = _compose(command.config, overrides)
-    except HydraException as err:  # help is still wanted: show the defaults and say why
-        cfg = _compose(command.config, [])
-        note = f"(defaults shown: {' '.join(overrides)} did not compose: {str(err).splitlines()[0]})"
-    path = CONF_DIR / f"{command.config}.yaml"
-    primary = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    comments = yaml_comments(path)
-    keys = [k for k in _leaf_keys({k: v for k, v in primary.items() if k not in ("defaults", "hydra")})
-            if k not in SET_BY_THE_COMMAND]
-    values = {key: _yaml_value(_raw_value(cfg, key)) for key in keys}
-    width = min(max((len(f"{k}={v}") for k, v in values.items()), default=0), 36)
-    lines = [f"{name}: {command.summary}", "", f"usage: python -m sr_lightning {name} [key=value ...]"]
-    if note:
-        lines += ["", note]
-    lines += ["", f"Keys (conf/{command.config}.yaml):"]
-    for key, value in values.items():
-        lines += _aligned(f"{key}={value}", width, comments.get(key, ""))
-    groups = _defaults_groups(primary.get("defaults") or [])
-    if groups:
-        choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
-        gwidth = max(len(group) for group, _ in groups)
-        lines += ["", "Config groups (group=option; the current choice, then the others):"]
-        for group, default in groups:
-            chosen = _yaml_value(choices.get(group, default))
-            comment = comments.get(f"defaults/{group}", "").removeprefix("(").removesuffix(")")
-            lines += _aligned(group, gwidth, chosen + (f"   ({comment})" if comment else ""))
-            others = [o for o in _group_options(group) if o != chosen]
-            if others:
-                lines += _aligned("", gwidth, "also: " + ", ".join(others))
-    lines += ["", (f"Hydra: `{name} --cfg job` prints the composed config, `-m key=a,b` sweeps, "
-                   f"`{name} --hydra-help` shows Hydra's flags.")]
-    return "\n".join(lines)
-
-
-def _aligned(left: str, width: int, text: str, indent: int = 2, line_width: int = 116) -> list[str]:
-    """`left` padded to `width`, then `text` wrapped into the column after it."""
-    import textwrap
-
-    column = indent + max(width, len(left)) + 2
-    wrapped = textwrap.wrap(text, max(line_width - column, 40)) or [""]
-    first = f"{' ' * indent}{left:<{width}}  {wrapped[0]}".rstrip()
-    return [first, *(" " * column + rest for rest in wrapped[1:])]
-
-
-def _raw_value(cfg, key: str) -> Any:
-    """The composed value at `key` as written: an interpolation stays `${...}` (it says what the key follows)."""
-    from omegaconf import OmegaConf
-
-    node = cfg
-    for part in key.split("."):
-        node = node._get_node(part) if OmegaConf.is_dict(node) else None
-        if node is None:  # a preset replaced the mapping this key was in
-            return None
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=False)
-    return node._value()
-
-
 def _run_hydra(command: Command, argv: list[str]) -> int:
     import hydra
+    from hydra.errors import ConfigCompositionException, OverrideParseException
 
     module = command.import_module()
     if command.module == "train":
@@ -256,8 +94,16 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
     # Hydra reads sys.argv itself; give it exactly the overrides and flags meant for it.
     sys.argv = [f"sr_lightning {command.config}", *argv]
     exit_code: list[int] = [0]
+    # Hydra prints a composition error (an unknown group option or key, an override that does not parse) over
+    # many lines with a search path and a hint, and exits 1. HYDRA_FULL_ERROR=1 makes it raise instead: set
+    # until the first job starts, a bad config becomes one `error:` line and exit 2 here. The job gets the
+    # user's own setting back, so its exception keeps Hydra's trimmed traceback and exit 1, and the processes
+    # it starts (DDP, W&B) do not inherit ours. A user's HYDRA_FULL_ERROR=1 keeps every full traceback.
+    users_full_error = os.environ.get(FULL_ERROR)
+    shorten_config_errors = users_full_error != "1"
 
     def task(cfg):
+        _set_env(FULL_ERROR, users_full_error)
         try:
             result = module.main(cfg)
         except UserError as err:  # the safety net: commands report their own, this catches what escapes
@@ -268,18 +114,34 @@ def _run_hydra(command: Command, argv: list[str]) -> int:
 
     task.__module__ = module.__name__
     try:
+        if shorten_config_errors:
+            os.environ[FULL_ERROR] = "1"
         hydra.main(config_path=str(CONF_DIR), config_name=command.config, version_base="1.3")(task)()
+    except (ConfigCompositionException, OverrideParseException) as err:  # raised before any job ran
+        if not shorten_config_errors:
+            raise
+        return report_user_error(user_error_from_hydra(err))
     except TrainingInterrupted as stop:  # raised out of a sweep's job: the sweep stops there
         if stop.sweep_dir is not None:
             print(f"sweep interrupted; resume it with: {_sweep_resume_command(argv, stop.sweep_dir)}",
                   file=sys.stderr, flush=True)
         return stop.exit_code
+    finally:
+        _set_env(FULL_ERROR, users_full_error)
     if command.module == "train":
         from sr_lightning.sweep import SweepSummaryCallback
 
         if SweepSummaryCallback.failed_jobs:  # jobs of a parallel launcher fail in other processes
             return 1
     return exit_code[0]
+
+
+def _set_env(name: str, value: str | None) -> None:
+    """Set `name` to `value`, or unset it for None (as it was before we set it)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 SPANDREL_GEN_KEYS = ("_target_", "arch", "scale", "in_channels", "out_channels")
@@ -329,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         if command.config is not None and set(HELP_FLAGS) & set(argv):
-            print(hydra_command_help(name, command, argv))
+            overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+            if command.module == "train":
+                overrides = spandrel_arch_overrides(overrides)
+            print(hydra_command_help(name, command.summary, command.config, overrides))
             return 0
         if name == "train" and {"-m", "--multirun"} & set(argv) and not any(a.startswith("logger=") for a in argv):
             # Sweeps log to W&B (offline unless WANDB_MODE says otherwise) so the dashboard can compare the jobs.

@@ -5,10 +5,10 @@ import re
 import sys
 
 import pytest
+from conftest import REPO_ROOT, compose_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT, compose_train
 from sr_lightning.cli import COMMANDS, main
 from sr_lightning.config import ConfigError, validate_train_config
 
@@ -261,3 +261,66 @@ def test_best_ckpt_is_slim_and_evaluates_through_the_cli(cli, tmp_path):
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and rows[1]["model"].startswith("srgan_mse")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "model=nosuch"], ["Could not find 'model/nosuch'", "Available options in 'model':",
+                                     "srresnet, ", "srgan_mse"]),
+        (["train", "nosuch=1"], ["Could not override 'nosuch'", "+nosuch=1", "Key 'nosuch' is not in struct"]),
+        (["eval", "data=nosuch"], ["In 'eval': Could not find 'data/nosuch'", "Available options in 'data':",
+                                   "set5, "]),
+        (["train", "-m", "model=srresnet,nosuch"], ["Could not find 'model/nosuch'"]),  # a sweep's job
+        (["train", "lr=[1"], ["lr=[1: ", "no viable alternative"]),  # an override that does not parse
+    ],
+)
+def test_a_hydra_composition_error_is_one_error_line_and_exit_2(cli, tmp_path, args, expected):
+    result = cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in expected:
+        assert text in lines[0], text
+    for noise in ("Traceback", "HYDRA_FULL_ERROR", "Config search path", "provider="):
+        assert noise not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_hydra_full_error_keeps_the_traceback_of_a_composition_error(cli, tmp_path):
+    result = cli("train", "model=nosuch", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "MissingConfigException" in result.stderr
+    assert "Could not find 'model/nosuch'" in result.stderr and not result.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize("users_full_error", [None, "0"])
+def test_an_exception_in_a_job_keeps_its_traceback_and_exit_1(capsys, monkeypatch, tmp_path, users_full_error):
+    """A bug is not a config error: Hydra's traceback and exit 1, and the job sees the user's HYDRA_FULL_ERROR
+    (the CLI sets it only while Hydra composes)."""
+    import os
+
+    from sr_lightning.commands import export
+
+    seen_in_job = []
+
+    def buggy(_):
+        seen_in_job.append(os.environ.get("HYDRA_FULL_ERROR"))
+        raise RuntimeError("a bug in export")
+
+    if users_full_error is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", users_full_error)
+    monkeypatch.setattr(export, "main", buggy)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "ckpt=x.ckpt", f"hydra.run.dir={tmp_path}", "hydra/job_logging=none",
+              "hydra/hydra_logging=none"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug in export" in err and "error:" not in err
+    assert seen_in_job == [users_full_error]
+    assert os.environ.get("HYDRA_FULL_ERROR") == users_full_error  # restored after the run
