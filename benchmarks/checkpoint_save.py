@@ -42,7 +42,7 @@ def _old_save(checkpoint: dict, path: Path) -> None:
 
 
 def _new_save(checkpoint: dict, path: Path) -> None:
-    from sr_lightning.checkpoint import AtomicCheckpointIO
+    from sr_lightning.checkpoint_io import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
@@ -50,7 +50,7 @@ def _new_save(checkpoint: dict, path: Path) -> None:
 def _child(variant: str, mb: int, repeats: int, folder: str) -> None:
     from lightning.fabric.utilities.cloud_io import _atomic_save  # noqa: F401 - imports before the RSS baseline
 
-    from sr_lightning.checkpoint import AtomicCheckpointIO  # noqa: F401
+    from sr_lightning.checkpoint_io import AtomicCheckpointIO  # noqa: F401
 
     checkpoint = _checkpoint(mb)
     save = _old_save if variant == "lightning_atomic_save" else _new_save

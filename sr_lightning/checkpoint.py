@@ -39,24 +39,6 @@ class DiskFullError(OSError):
     """No room (ENOSPC / EDQUOT) for a checkpoint; the message names the folder and the bytes it needs."""
 
 
-# Names that moved to sr_lightning.loading, still importable from here until every caller imports them there.
-_MOVED_TO_LOADING = ("LoadedGenerator", "load_generator", "generator_state", "is_bare_weights",
-                     "load_model_file_generator")
-
-
-def __getattr__(name: str):
-    # The Lightning import costs ~0.3 GB and seconds: eval/upscale/export load generators and never need it.
-    if name == "AtomicCheckpointIO":
-        from sr_lightning.checkpoint_io import AtomicCheckpointIO
-
-        return AtomicCheckpointIO
-    if name in _MOVED_TO_LOADING:  # lazily: sr_lightning.loading imports this module
-        from sr_lightning import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def checkpoint_size(checkpoint: dict[str, Any]) -> int | None:
     """Bytes `torch.save` writes for `checkpoint`, counted without storing them (None if it cannot be saved)."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sr_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from sr_lightning.checkpoint import CheckpointError, read_checkpoint
+from sr_lightning.checkpoint_io import AtomicCheckpointIO
 from sr_lightning.loading import load_generator
 
 

@@ -181,13 +181,13 @@ def _init_cfg(tmp_path, *overrides):
 
 
 def test_init_from_a_model_file_makes_it_the_generator_with_its_weights(tmp_path):
-    from sr_lightning.commands.train import init_from_model_file, load_initial_weights
+    from sr_lightning.init_from import load_initial_weights, read_initial_generator
     from sr_lightning.module import SRModule
 
     compact = _compact_file(tmp_path / "2x_compact.pth")
     cfg = _init_cfg(tmp_path, f"init_from={compact}")
     assert cfg.scale == 4 and cfg.gen.arch is None
-    initial = init_from_model_file(cfg)
+    initial = read_initial_generator(cfg)
     assert cfg.scale == 2  # the file's scale replaces the default 4
     assert OmegaConf.to_container(cfg.gen) == {"_target_": "sr_lightning.models.spandrel_arch.SpandrelGenerator",
                                                "arch": "Compact", "scale": 2, "in_channels": 3, "num_feat": 8,
@@ -201,12 +201,12 @@ def test_init_from_a_model_file_makes_it_the_generator_with_its_weights(tmp_path
 
 
 def test_init_from_a_model_file_keeps_the_presets_discriminator_and_loss(tmp_path):
-    from sr_lightning.commands.train import init_from_model_file
+    from sr_lightning.init_from import read_initial_generator
 
     compact = _compact_file(tmp_path / "2x_compact.pth")
     cfg = compose_train(["model=esrgan", f"init_from={compact}"], output_dir=tmp_path)
     disc, loss = OmegaConf.to_container(cfg.disc), OmegaConf.to_container(cfg.loss)
-    init_from_model_file(cfg)
+    read_initial_generator(cfg)
     assert cfg.gen.arch == "Compact" and cfg.scale == 2
     assert OmegaConf.to_container(cfg.disc) == disc and OmegaConf.to_container(cfg.loss) == loss
 
@@ -219,32 +219,32 @@ def test_init_from_a_model_file_keeps_the_presets_discriminator_and_loss(tmp_pat
     (["color=y"], r"color=y but init_from=.* is a 3-channel model"),
 ])
 def test_init_from_choices_that_contradict_the_file(tmp_path, overrides, message):
-    from sr_lightning.commands.train import SetupError, init_from_model_file
+    from sr_lightning.init_from import SetupError, read_initial_generator
 
     compact = _compact_file(tmp_path / "2x_compact.pth")
     cfg = compose_train(["model=spandrel", f"init_from={compact}", *overrides], output_dir=tmp_path)
     with pytest.raises(SetupError, match=message):
-        init_from_model_file(cfg)
+        read_initial_generator(cfg)
 
 
 def test_init_from_choices_that_agree_with_the_file_pass(tmp_path):
-    from sr_lightning.commands.train import init_from_model_file
+    from sr_lightning.init_from import read_initial_generator
 
     compact = _compact_file(tmp_path / "2x_compact.pth")
     cfg = compose_train(["model=spandrel", f"init_from={compact}", "scale=2", "gen.arch=Compact",
                          "++gen.num_feat=8"], output_dir=tmp_path)
-    assert init_from_model_file(cfg) is not None and cfg.gen.num_feat == 8
+    assert read_initial_generator(cfg).model_file and cfg.gen.num_feat == 8
 
 
 def test_init_from_our_checkpoint_keeps_the_presets_generator(tmp_path):
-    from sr_lightning.commands.train import init_from_model_file
+    from sr_lightning.init_from import read_initial_generator
 
     ckpt = tmp_path / "run.ckpt"
     write_checkpoint(ckpt, TINY_GEN)
     torch.save({**torch.load(ckpt, weights_only=True), "global_step": 5}, ckpt)
     cfg = compose_train(["model=srresnet", f"init_from={ckpt}"], output_dir=tmp_path)
     gen = OmegaConf.to_container(cfg.gen)
-    assert init_from_model_file(cfg) is None and OmegaConf.to_container(cfg.gen) == gen
+    assert not read_initial_generator(cfg).model_file and OmegaConf.to_container(cfg.gen) == gen
 
 
 @pytest.mark.slow

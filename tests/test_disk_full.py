@@ -12,7 +12,8 @@ import torch
 
 from conftest import REPO_ROOT
 from disk_full_at_step import full_disk_save
-from sr_lightning.checkpoint import AtomicCheckpointIO, DiskFullError, checkpoint_size
+from sr_lightning.checkpoint import DiskFullError, checkpoint_size
+from sr_lightning.checkpoint_io import AtomicCheckpointIO
 
 
 def _checkpoint(step: int) -> dict:

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_train
-from sr_lightning.checkpoint import load_generator
+from sr_lightning.loading import load_generator
 from sr_lightning.module import SRModule
 
 TINY = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=2",

@@ -77,13 +77,14 @@ def _image(path, size=(40, 36)):
 # --------------------------------------------------------------------------- in-process (cheap, every loader)
 
 def test_every_loader_refuses_pickled_code(evil):
-    from sr_lightning.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint_file, read_checkpoint
+    from sr_lightning.checkpoint import UnsafeCheckpointError, load_checkpoint_file, read_checkpoint
+    from sr_lightning.checkpoint_io import AtomicCheckpointIO
     from sr_lightning.loading import load_generator
-    from sr_lightning.commands.train import _checkpoint_step
+    from sr_lightning.training import checkpoint_step
 
     path, marker = evil
     for load in (read_checkpoint, load_generator, load_checkpoint_file, AtomicCheckpointIO().load_checkpoint,
-                 _checkpoint_step):
+                 checkpoint_step):
         with pytest.raises(UnsafeCheckpointError, match=REFUSED):
             load(path)
     assert not marker.exists()
@@ -91,7 +92,7 @@ def test_every_loader_refuses_pickled_code(evil):
 
 def test_our_own_checkpoints_load_weights_only(trained):
     """What train writes (RNG state as tuples/tensors, callback state, schedulers) passes weights_only=True."""
-    from sr_lightning.checkpoint import AtomicCheckpointIO
+    from sr_lightning.checkpoint_io import AtomicCheckpointIO
     from sr_lightning.loading import load_generator
 
     last = AtomicCheckpointIO().load_checkpoint(trained / "checkpoints" / "last.ckpt")

@@ -27,22 +27,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sr_lightning.errors import UserError, report_user_error
-# Comparison, EvalModel, EvalSet, MatlabBicubic, evaluate, make_eval_set, super_resolve, load_checkpoints,
-# write_results and markdown_table are imported from here by benchmarks and tests too (their home is
-# sr_lightning.inference): kept importable until those import them there.
 from sr_lightning.inference.eval_report import markdown_table, write_results
-from sr_lightning.inference.evaluation import (LPIPS_DISABLED, Comparison, EvalError, EvalModel, EvalSet,
+from sr_lightning.inference.evaluation import (LPIPS_DISABLED, EvalError, EvalModel, EvalSet,
                                                MatlabBicubic, config_info, evaluate, load_checkpoints, make_eval_set,
-                                               super_resolve, unique_labels)
+                                               unique_labels)
 from sr_lightning.metrics import LPIPS_MIN_SIZE, LPIPS_MISSING, load_lpips, lpips_weights_path
 from sr_lightning.precision import autocast_dtype, resolve_device
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Comparison", "EvalError", "EvalModel", "EvalSet", "MatlabBicubic", "build_models", "build_sets",
-           "evaluate", "load_checkpoints", "main", "make_eval_set", "markdown_table", "rewrite_argv", "run",
-           "super_resolve", "write_results"]
-
 
 # --- argv -----------------------------------------------------------------------------------------------------
 

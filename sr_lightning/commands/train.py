@@ -16,31 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_lightning import run_folder
 from sr_lightning.errors import EXIT_USER_ERROR, UserError
-from sr_lightning.init_from import SetupError, load_initial_weights  # noqa: F401 - old path (re-export)
 from sr_lightning.interrupt import TrainingInterrupted
-from sr_lightning.sweep import SweepSummaryCallback  # noqa: F401 - old path (re-export)
-from sr_lightning.training import _COMPILE_WARNED, compile_networks, compiler_problem  # noqa: F401 - re-export
-from sr_lightning.training import checkpoint_step as _checkpoint_step  # noqa: F401 - old path (re-export)
-
-# Old import paths and APIs (the re-exports above and the two functions below), kept until the tests that use
-# them import the library modules; the lead deletes them (see /tmp/handoff/h2.md).
-
-
-def init_from_model_file(cfg: DictConfig):
-    """Old API (tests): the file's generator when init_from is a model file, else None."""
-    from sr_lightning.init_from import read_initial_generator
-
-    initial = read_initial_generator(cfg)
-    return initial if initial is not None and initial.model_file else None
-
-
-def init_generator_from(module, path: str) -> bool:
-    """Old API (tests): G and EMA from another run's checkpoint; whether its EMA weights were used."""
-    from sr_lightning.init_from import read_initial_generator
-
-    initial = read_initial_generator(OmegaConf.create({"init_from": str(path)}), {})
-    load_initial_weights(module, initial)
-    return initial.used_ema
 
 
 def _is_multirun() -> bool:
