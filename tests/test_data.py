@@ -214,6 +214,8 @@ def test_every_bundled_sample_photo_loads_offline():
     for name, (hw, _) in SAMPLE_IMAGES.items():
         image = load_sample(name)
         assert image.shape == (*hw, 3) and image.dtype == np.uint8, name
+        grey = SAMPLE_IMAGES[name][1].startswith("grey:")
+        assert grey == bool((image == image[..., :1]).all()), name  # grey photos: three equal channels
 
 
 def test_paired_folder_train_val_and_names(tmp_path):

@@ -91,11 +91,11 @@ def test_no_limit_at_all_is_refused():
         CosineToBudget(_optimizer(), max_steps=-1, max_time=None)
 
 
-def test_the_quickstart_decays_over_its_time_budget():
+def test_the_msrresnet_preset_decays_over_a_time_budget_when_it_has_one():
     from conftest import compose_train
     from hydra.utils import instantiate
 
-    cfg = compose_train(["experiment=quickstart"])
+    cfg = compose_train(["model=msrresnet", "trainer.max_steps=100000", "trainer.max_time=00:00:04:15"])
     sched = instantiate(cfg.module.scheduler, _convert_="all")(_optimizer(1e-3))
     assert isinstance(sched, CosineToBudget)
     assert (sched.max_steps, sched.budget_s, sched.eta_min) == (100_000, 255.0, 1e-7)  # time stops it first

@@ -1,8 +1,8 @@
 """The embedded default data set: real photographs that ship inside the scikit-image wheel.
 
-All eight load offline from files inside the installed package (checked with scikit-image 0.26: astronaut,
+All fourteen load offline from files inside the installed package (checked with scikit-image 0.26: astronaut,
 coffee, chelsea from PNG; rocket, hubble_deep_field, retina from JPEG; immunohistochemistry from `ihc.png`;
-stereo_motorcycle from `motorcycle_left.png`), so `python -m sr_lightning train` works on a fresh machine
+stereo_motorcycle from `motorcycle_left.png`; six greyscale photos camera, moon, coins, grass, gravel, brick), so `python -m sr_lightning train` works on a fresh machine
 without a download. They are few and small (about 15 MB decoded in all), so they are always cached in memory.
 """
 from __future__ import annotations
@@ -26,6 +26,13 @@ SAMPLE_IMAGES: dict[str, tuple[tuple[int, int], str]] = {
     "hubble_deep_field": ((872, 1000), "galaxies on black"),
     "retina": ((1411, 1411), "fundus photograph"),
     "immunohistochemistry": ((512, 512), "stained tissue"),
+    # Greyscale photographs, served as RGB with three equal channels (`data.train.names=[..., camera, brick]`).
+    "camera": ((512, 512), "grey: man with a camera, grass, sky"),
+    "moon": ((512, 512), "grey: lunar surface"),
+    "coins": ((303, 384), "grey: coins on a table"),
+    "grass": ((512, 512), "grey: grass texture"),
+    "gravel": ((512, 512), "grey: gravel texture"),
+    "brick": ((512, 512), "grey: brick wall"),
 }
 DEFAULT_TRAIN = ("astronaut", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
                  "immunohistochemistry")

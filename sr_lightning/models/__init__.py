@@ -1,8 +1,7 @@
 """Generator and discriminator backbones: plain ``nn.Module``s selected by ``conf/gen`` and ``conf/disc``.
 
-Registry helpers:
+Configs name classes directly (``_target_: sr_lightning.models.srresnet.SRResNet``): there is no registry.
 
-* ``available()`` -> ``{"generators": {name: class}, "discriminators": {name: class}}``
 * ``count_parameters(module)`` -> number of trainable parameters (what the CLI prints for G and D)
 * ``final_output(out)`` -> the full-scale image of a generator's output (LapSRN returns every pyramid level)
 """
@@ -20,31 +19,10 @@ from .rrdbnet import RRDBNet
 from .srresnet import MSRResNet, SRResNet
 
 __all__ = [
-    "GENERATORS", "DISCRIMINATORS", "available", "count_parameters", "final_output",
+    "count_parameters", "final_output",
     "SRResNet", "MSRResNet", "RRDBNet", "SpandrelGenerator", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
     "VGGStyleDiscriminator", "PatchGANDiscriminator", "UNetDiscriminatorSN",
 ]
-
-# Registry names match the conf/gen and conf/disc files that select each class (seed000 is a
-# configuration of SRResNet / VGGStyleDiscriminator, not a class).
-GENERATORS: dict[str, type[nn.Module]] = {
-    "srresnet": SRResNet,
-    "msrresnet": MSRResNet,
-    "rrdbnet": RRDBNet,
-    "lapsrn": LapSRN,
-    "dcgan_sr": DCGANSRGenerator,
-    "bicubic": Bicubic,
-    "bilinear": Bilinear,
-    "nearest": Nearest,
-    "neighbour_avg": NeighbourAverage,
-}
-
-DISCRIMINATORS: dict[str, type[nn.Module]] = {
-    "vgg": VGGStyleDiscriminator,
-    "patchgan": PatchGANDiscriminator,
-    "unet": UNetDiscriminatorSN,
-}
-
 
 def __getattr__(name: str):
     # spandrel imports every architecture it knows (~2 s, ~170 MB): only the runs that use one pay for it, not
@@ -54,13 +32,6 @@ def __getattr__(name: str):
 
         return SpandrelGenerator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def available() -> dict[str, dict[str, type[nn.Module]]]:
-    """Every backbone by registry name, as fresh dicts the caller may modify."""
-    from .spandrel_arch import SpandrelGenerator
-
-    return {"generators": {**GENERATORS, "spandrel": SpandrelGenerator}, "discriminators": dict(DISCRIMINATORS)}
 
 
 def count_parameters(module: nn.Module | None) -> int:
