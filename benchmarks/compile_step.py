@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sr_lightning.training import compiler_problem  # noqa: E402
 from sr_lightning.models.srresnet import MSRResNet  # noqa: E402
+from sr_lightning.training import compiler_problem  # noqa: E402
 
 
 def clock(device: torch.device) -> float:

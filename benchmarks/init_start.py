@@ -23,9 +23,9 @@ from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import compose_train  # noqa: E402
-
 from sr_lightning.models.blocks import scaled_kaiming_init_  # noqa: E402
+
+from conftest import compose_train  # noqa: E402
 
 
 def build(cfg, variant: str) -> torch.nn.Module:

@@ -30,11 +30,11 @@ from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import compose_train  # noqa: E402
-
 from sr_lightning.inference.evaluation import EvalModel, MatlabBicubic, evaluate, make_eval_set  # noqa: E402
-from sr_lightning.precision import resolve_precision  # noqa: E402
 from sr_lightning.models.srresnet import SRResNet  # noqa: E402
+from sr_lightning.precision import resolve_precision  # noqa: E402
+
+from conftest import compose_train  # noqa: E402
 
 
 def main() -> None:

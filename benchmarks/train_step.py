@@ -34,11 +34,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402
-
-from sr_lightning.precision import resolve_precision  # noqa: E402
 from sr_lightning.losses import AdversarialLoss  # noqa: E402
 from sr_lightning.module import SRModule  # noqa: E402
+from sr_lightning.precision import resolve_precision  # noqa: E402
+
+from conftest import compose_train  # noqa: E402
 
 PRESETS = {"srresnet": ["model=srresnet"], "msrresnet": ["model=msrresnet"], "rrdbnet": ["model=rrdb_psnr"]}
 

@@ -25,7 +25,8 @@ the tiny model (SRResNet, 8 channels, 1 block; memory and the I/O path do not de
 RGBX copy of the result), 2.52 GiB after (CPU time 204 s before, 210 s after). Of the 2.52 GiB, `import torch`
 (a CUDA build) is ~0.9 GiB and Lightning, which sr_lightning.checkpoint imports, 0.28 GiB: without that import
 the same run peaked at 2.26 GiB. With that import gone from the upscale path (checkpoint_io.py), the command
-peaks at 2.30 GiB (178 s wall, machine otherwise running the test suite). At equal tile size the pixels are bit for bit those of the strip version;
+peaks at 2.30 GiB (178 s wall, machine otherwise running the test suite). At equal tile size the pixels are bit
+for bit those of the strip version;
 tile=auto now picks 536 px instead of 1024 here, which moves the cross-fades (max 1 grey level, 0.08% of pixels).
 """
 from __future__ import annotations
@@ -44,12 +45,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_lightning.loading import LoadedGenerator  # noqa: E402
-from sr_lightning.precision import resolve_precision  # noqa: E402
 from sr_lightning.inference import Upscaler  # noqa: E402
 from sr_lightning.inference.tiling import _activation_floats_per_pixel, available_memory_bytes  # noqa: E402
+from sr_lightning.loading import LoadedGenerator  # noqa: E402
 from sr_lightning.models.rrdbnet import RRDBNet  # noqa: E402
 from sr_lightning.models.srresnet import SRResNet  # noqa: E402
+from sr_lightning.precision import resolve_precision  # noqa: E402
 
 MODELS = {
     "srresnet16": lambda: SRResNet(scale=4, channels=64, blocks=16),

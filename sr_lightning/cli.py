@@ -47,8 +47,8 @@ COMMANDS: dict[str, Command] = {
     "download": Command("download", "download, verify and extract a dataset: download data=div2k", "download"),
     "prepare": Command("prepare", "cut a large dataset into sub-images once: prepare data=div2k", "prepare"),
     "mos": Command("mos", "blind mean-opinion-score study: mos prepare results=<eval dir> | mos score <files>"),
-    "list": Command("spandrel_arch", "the spandrel architectures that train (model=spandrel gen.arch=<name>), "
-                    "with parameters and licence", package="sr_lightning.models"),
+    "list": Command("architectures", "the spandrel architectures that train (model=spandrel gen.arch=<name>), "
+                    "with parameters and licence: list [scale=4]"),
 }
 
 

@@ -40,8 +40,16 @@ import torch
 from torch import Tensor, nn
 
 from sr_lightning.errors import UserError
-from sr_lightning.loading import (FORMATS, IO_NAMES, LoadedGenerator, OnnxGenerator, build_sidecar,
-                                  load_generator, sidecar_path, write_sidecar)
+from sr_lightning.loading import (
+    FORMATS,
+    IO_NAMES,
+    LoadedGenerator,
+    OnnxGenerator,
+    build_sidecar,
+    load_generator,
+    sidecar_path,
+    write_sidecar,
+)
 from sr_lightning.models import final_output
 from sr_lightning.ops.value_range import from_unit
 

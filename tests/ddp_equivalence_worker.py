@@ -16,11 +16,12 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import compose_train  # noqa: E402
 from test_module import SmoothPairs, TinyData  # noqa: E402
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
 from sr_lightning.module import SRModule  # noqa: E402
+
+from conftest import compose_train  # noqa: E402
 
 # No BatchNorm anywhere (msrresnet + PatchGAN without norm): per-process batch statistics would otherwise
 # differ from the single-process run by construction (sync_bn needs CUDA).

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY, run_cli
 from sr_lightning import training as train_cmd
+
+from conftest import TINY, run_cli
 
 
 class _Module(nn.Module):

@@ -252,7 +252,7 @@ def test_odd_images_in_a_folder_all_become_rgb(tmp_path):
     _save(folder / "rgb.png", base)
     Image.fromarray(base[:, :, 0], mode="L").save(folder / "gray.png")
     Image.fromarray(np.concatenate([base, np.full((24, 24, 1), 255, np.uint8)], 2), "RGBA").save(folder / "rgba.png")
-    Image.fromarray((base[:, :, 0].astype(np.uint16) * 257)).save(folder / "g16.png")
+    Image.fromarray(base[:, :, 0].astype(np.uint16) * 257).save(folder / "g16.png")
     Image.fromarray(base).quantize(16).save(folder / "pal.png")
     Image.fromarray(base).save(folder / "photo.jpg", quality=95)
     dm = _dm(FolderSource(folder), None, crop=16, batch_size=6, patches_per_image=1, augment=False)

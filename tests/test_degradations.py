@@ -51,7 +51,8 @@ def test_sampled_kernels_unit_sum_with_noise_and_shift():
     assert params.lambda1.min() >= 0.6 and params.lambda1.max() <= 5.0
     assert params.theta.min() >= -math.pi and params.theta.max() <= math.pi
     # Without noise, kernels are centred on the block centre (scale-1)/2 and have the drawn covariance.
-    clean = RandomDegradation(scale=4, kernel_size=31, kernel_noise=0.0).sample_kernels(8, torch.Generator().manual_seed(1), "cpu")
+    clean = RandomDegradation(scale=4, kernel_size=31, kernel_noise=0.0).sample_kernels(
+        8, torch.Generator().manual_seed(1), "cpu")
     mean, cov = kernel_moments(clean.kernels.double())
     torch.testing.assert_close(mean, torch.full((8, 2), 1.5, dtype=torch.float64), atol=0.02, rtol=0)
     want = covariance_matrices(clean.lambda1, clean.lambda2, clean.theta).double()

@@ -10,8 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.nn.utils import parametrize
 
-from sr_lightning.models import (PatchGANDiscriminator, UNetDiscriminatorSN, VGGStyleDiscriminator,
-                                 count_parameters)
+from sr_lightning.models import PatchGANDiscriminator, UNetDiscriminatorSN, VGGStyleDiscriminator, count_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CROPS = (48, 64, 96, 128, 192, 256)

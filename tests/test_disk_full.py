@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import REPO_ROOT
 from disk_full_at_step import full_disk_save
+
 from sr_lightning.checkpoint import DiskFullError, checkpoint_size
 from sr_lightning.checkpoint_io import AtomicCheckpointIO
+
+from conftest import REPO_ROOT
 
 
 def _checkpoint(step: int) -> dict:
@@ -84,7 +85,7 @@ def test_the_checkpoint_message_wins_over_later_disk_errors():
         try:
             raise ours
         except DiskFullError:
-            raise OSError(errno.ENOSPC, "No space left on device", "/run/metrics.csv")  # the logger's teardown
+            raise OSError(errno.ENOSPC, "No space left on device", "/run/metrics.csv")  # noqa: B904 - implicit chain is the point
     except OSError as later:
         assert _disk_full(later) is ours
     assert _one_line(ours).startswith("disk full while saving last.ckpt")

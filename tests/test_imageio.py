@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import write_png_bomb
-
 from sr_lightning.data.imageio import (
     ImageReadError,
     ImageWarning,
@@ -18,6 +16,8 @@ from sr_lightning.data.imageio import (
     read_rgb_uint8,
     write_image,
 )
+
+from conftest import write_png_bomb
 
 
 def _rgb(h=6, w=9, seed=0) -> np.ndarray:

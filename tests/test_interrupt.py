@@ -11,13 +11,14 @@ import signal
 import lightning.pytorch as pl
 import pytest
 import torch
+from signal_at_step import SignalAtStep
+from test_module import TinyData, build
+
+from sr_lightning.callbacks import GracefulStop
+from sr_lightning.interrupt import StopRequests, TrainingInterrupted, detach_from_terminal, terminal_fds
+from sr_lightning.run_folder import completed_summary
 
 from conftest import REPO_ROOT, TINY
-from signal_at_step import SignalAtStep
-from sr_lightning.callbacks import GracefulStop
-from sr_lightning.run_folder import completed_summary
-from sr_lightning.interrupt import StopRequests, TrainingInterrupted, detach_from_terminal, terminal_fds
-from test_module import TinyData, build
 
 
 def test_before_training_a_signal_stops_at_once_and_handlers_are_restored():

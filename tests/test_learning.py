@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_train
 from sr_lightning.losses import build_term
 from sr_lightning.models import LapSRN
 from sr_lightning.ops.color import rgb2ycbcr
+
+from conftest import compose_train
 
 STEPS = 150
 BATCHES_IN_PROBE = 4

@@ -21,8 +21,14 @@ from omegaconf import OmegaConf
 
 from sr_lightning import losses
 from sr_lightning.config import check_loss
-from sr_lightning.losses import (AdversarialLoss, MissingWeightsError, PerceptualLoss, PixelLoss, WeightedTerm,
-                                 build_term)
+from sr_lightning.losses import (
+    AdversarialLoss,
+    MissingWeightsError,
+    PerceptualLoss,
+    PixelLoss,
+    WeightedTerm,
+    build_term,
+)
 from sr_lightning.ops.imresize import imresize
 
 LOSS_CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
@@ -463,7 +469,7 @@ def fake_file(path: Path, state: dict) -> Path:
 PRESETS = ["l1", "mse", "charbonnier", "lapsrn", "srgan", "srgan_mse", "esrgan", "seed002", "dcgan_sr", "seed000"]
 
 
-@functools.lru_cache(maxsize=None)  # each VGG-based preset builds its VGG19 stack once per session
+@functools.cache  # each VGG-based preset builds its VGG19 stack once per session
 def build_preset(name: str) -> dict:
     """The preset's terms as the module builds them: {name: WeightedTerm or None}."""
     cfg = OmegaConf.load(LOSS_CONF / f"{name}.yaml")
@@ -505,7 +511,7 @@ def test_presets_carry_the_papers_values():
 
     lapsrn = instantiate_preset("lapsrn")
     assert (lapsrn["pixel"].criterion, lapsrn["pixel"].eps) == ("charbonnier", 1e-3)
-    dcgan = instantiate_preset("dcgan_sr")
+    instantiate_preset("dcgan_sr")  # builds
     assert (preset_weight("dcgan_sr", "pixel"), preset_weight("dcgan_sr", "adversarial")) == (0.9, 0.1)
     srgan_mse = instantiate_preset("srgan_mse")
     assert srgan_mse["perceptual"] is None and srgan_mse["pixel"].criterion == "mse"

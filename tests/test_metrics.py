@@ -12,8 +12,15 @@ from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from sr_lightning.metrics import (LPIPS_MISSING, SRMetrics, image_metrics, load_lpips, lpips_weights_path,
-                                  rgb_to_y_uint8_values, ssim)
+from sr_lightning.metrics import (
+    LPIPS_MISSING,
+    SRMetrics,
+    image_metrics,
+    load_lpips,
+    lpips_weights_path,
+    rgb_to_y_uint8_values,
+    ssim,
+)
 from sr_lightning.ops import imresize
 from sr_lightning.ops.color import rgb2y_uint8
 

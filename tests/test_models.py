@@ -16,9 +16,19 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sr_lightning import models
-from sr_lightning.models import (Bicubic, Bilinear, DCGANSRGenerator, LapSRN, MSRResNet, Nearest, NeighbourAverage,
-                                 RRDBNet, SRResNet, count_parameters, final_output)
+from sr_lightning.models import (
+    Bicubic,
+    Bilinear,
+    DCGANSRGenerator,
+    LapSRN,
+    MSRResNet,
+    Nearest,
+    NeighbourAverage,
+    RRDBNet,
+    SRResNet,
+    count_parameters,
+    final_output,
+)
 from sr_lightning.models.blocks import make_activation, make_output_activation, make_upsampler
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

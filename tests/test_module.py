@@ -9,14 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import compose_train
 from sr_lightning.callbacks import SRCheckpoint
 from sr_lightning.checkpoint_io import AtomicCheckpointIO
 from sr_lightning.loading import load_generator
 from sr_lightning.losses import AdversarialLoss
 from sr_lightning.module import NonFiniteLossError, SRModule
-from sr_lightning.schedules import CosineToBudget
 from sr_lightning.ops.imresize import imresize
+from sr_lightning.schedules import CosineToBudget
+
+from conftest import compose_train
 
 TINY_GAN = ["~data", "model=srgan_mse", "gen.blocks=1", "gen.channels=8", "disc.blocks=2", "disc.channels=8",
             "disc.dense_features=16", "scale=2", "crop=16", "batch_size=2", "module.ema_decay=0.5"]
@@ -210,7 +211,8 @@ def test_skipping_d_on_hr_leaves_the_training_unchanged(tmp_path):
         calls = count_disc_calls(module)
         losses = []
         original = module._backward_and_step
-        module._backward_and_step = lambda n, loss, *a: (losses.append(float(loss.detach())), original(n, loss, *a))[1]
+        module._backward_and_step = (lambda n, loss, *a, losses=losses, original=original:
+                                     (losses.append(float(loss.detach())), original(n, loss, *a))[1])
         trainer.fit(module, datamodule=TinyData())
         runs[name] = (module, losses, calls.count("g"))
     (new, new_losses, new_calls), (old, old_losses, old_calls) = runs["new"], runs["old"]

@@ -6,10 +6,11 @@ import re
 import sys
 
 import pytest
+from test_sweep import FAILED_JOB, tiny_sweep
+
+from sr_lightning.commands.report import build_report
 
 from conftest import REPO_ROOT
-from sr_lightning.commands.report import build_report
-from test_sweep import FAILED_JOB, tiny_sweep
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "compare_runs.ipynb"
 

@@ -15,12 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, write_png_bomb
 from sr_lightning.data import DatasetError, FolderSource, SRDataModule
 from sr_lightning.data.errors import DataWarning
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
 from sr_lightning.errors import EXIT_USER_ERROR
 from sr_lightning.metrics import MetricsWarning, SRMetrics, min_scored_size
+
+from conftest import TINY, write_png_bomb
 
 TINY_TRAIN = [*TINY, "gen.blocks=1", "gen.channels=8", "data.patches_per_image=1"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-
 # --- precision=auto: what the run picks on each kind of machine (capabilities patched, so it runs anywhere) ---
 
 @pytest.mark.parametrize(("cuda", "gpu_bf16", "cpu_bf16", "accelerator", "requested", "expected"), [

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from test_sweep import FAILED_JOB, tiny_sweep
+
+from sr_lightning.commands import report
 
 from conftest import run_cli
-from sr_lightning.commands import report
-from test_sweep import FAILED_JOB, tiny_sweep
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,18 @@ import torch
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
-from conftest import compose_train, run_cli
+from sr_lightning.config import ConfigError
 from sr_lightning.models.spandrel_arch import (
-    ARCHS, NOT_TRAINABLE, ModelFileError, SpandrelGenerator, count_parameters_at, load_model_file, tiny_config,
+    ARCHS,
+    NOT_TRAINABLE,
+    ModelFileError,
+    SpandrelGenerator,
+    count_parameters_at,
+    load_model_file,
+    tiny_config,
 )
+
+from conftest import compose_train, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # constructors' meshgrid/kaiming notices
 
@@ -194,6 +202,16 @@ def test_list_command_prints_trainable_and_untrainable_architectures():
     assert re.search(r"^  Compact\s+621,424\s+2,3,4,8\s+BSD-3-Clause", out, re.M)
     assert "do not train here" in out and f"  DnCNN         {NOT_TRAINABLE['DnCNN']}" in out
     assert "Warning" not in result.stderr
+
+
+def test_list_takes_key_value_like_every_command():
+    from sr_lightning.commands import architectures
+
+    assert architectures.run(["scale=2"]) == 0
+    with pytest.raises(ConfigError, match="scale: got 'x'; expected an integer"):
+        architectures.run(["scale=x"])
+    result = run_cli("list", "--scale", "2")
+    assert result.returncode == 2 and result.stderr.startswith("error: --scale: unexpected argument"), result.stderr
 
 
 # --- community model files -------------------------------------------------------------------------------------

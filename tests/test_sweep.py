@@ -18,9 +18,10 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT, compose_train, run_cli
 from sr_lightning import launchers
 from sr_lightning.config import validate_train_config
+
+from conftest import REPO_ROOT, compose_train, run_cli
 
 # The grids the issue asks for (the reports' ablations), per preset.
 ABLATION_GRIDS = {

@@ -9,9 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_train
 from sr_lightning.loading import load_generator
 from sr_lightning.module import SRModule
+
+from conftest import compose_train
 
 TINY = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks=none", "precision=32-true"]
@@ -283,9 +284,10 @@ def test_init_from_reads_its_file_once(tmp_path, monkeypatch):
     """A training checkpoint and a community .pth are each read once: the kind is decided from what was read."""
     from spandrel.architectures.Compact import Compact
 
+    from sr_lightning.init_from import load_initial_weights, read_initial_generator
+
     from conftest import TINY as ANY_PRESET_TINY
     from conftest import TINY_GEN, write_checkpoint
-    from sr_lightning.init_from import load_initial_weights, read_initial_generator
 
     reads = []
     real_load = torch.load

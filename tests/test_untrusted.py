@@ -16,8 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_checkpoint
-
 TINY = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.val_check_interval=2",
         "trainer.log_every_n_steps=1", "callbacks=none", "precision=32-true", "logger=csv"]
 REFUSED = "holds Python objects that are not weights"
@@ -109,9 +107,9 @@ def test_a_slim_checkpoint_loads_in_eval_upscale_and_export_like_the_full_one(tr
     last.ckpt by deleting everything else, it must give eval, upscale and export the same generator."""
     from omegaconf import OmegaConf
 
-    from sr_lightning.inference import evaluation
     from sr_lightning.commands import upscale as upscale_cmd
     from sr_lightning.exporting import export_generator
+    from sr_lightning.inference import evaluation
     from sr_lightning.loading import load_generator
 
     full_path = trained / "checkpoints" / "last.ckpt"

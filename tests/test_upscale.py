@@ -12,15 +12,15 @@ from PIL import Image
 
 from sr_lightning.checkpoint import CheckpointError
 from sr_lightning.commands import upscale as upscale_cmd
-from sr_lightning.inference import batch
 from sr_lightning.data.imageio import read_image
-from sr_lightning.inference import Upscaler
+from sr_lightning.inference import Upscaler, batch
 from sr_lightning.loading import LoadedGenerator, load_generator
 from sr_lightning.models.interpolation import Nearest
 from sr_lightning.models.lapsrn import LapSRN
 from sr_lightning.models.srresnet import SRResNet
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize, imresize_np
+
 from conftest import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

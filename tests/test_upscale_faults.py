@@ -15,12 +15,13 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from sr_lightning.commands import upscale as upscale_cmd
-from sr_lightning.inference import batch
 from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, read_image
+from sr_lightning.inference import batch
 from sr_lightning.inference import write as write_mod
 from sr_lightning.inference.tiling import _axis_windows, iter_tiled_blocks, plan_axis
 from sr_lightning.inference.write import write_result
 from sr_lightning.models.srresnet import SRResNet
+
 from conftest import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
+from test_sweep import FAILED_JOB, tiny_sweep
+
+from sr_lightning import wandb_utils
 
 from conftest import compose_train
-from sr_lightning import wandb_utils
-from test_sweep import FAILED_JOB, tiny_sweep
 
 BLOCK = 32768
 HEADER = 7  # file header ":W&B" + magic + version; each record: crc32 (4), length (2), type (1)

@@ -28,9 +28,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.inference.eval_report import markdown_table, write_results
-from sr_lightning.inference.evaluation import (LPIPS_DISABLED, EvalError, EvalModel, EvalSet,
-                                               MatlabBicubic, config_info, evaluate, load_checkpoints, make_eval_set,
-                                               unique_labels)
+from sr_lightning.inference.evaluation import (
+    LPIPS_DISABLED,
+    EvalError,
+    EvalModel,
+    EvalSet,
+    MatlabBicubic,
+    config_info,
+    evaluate,
+    load_checkpoints,
+    make_eval_set,
+    unique_labels,
+)
 from sr_lightning.metrics import LPIPS_MIN_SIZE, LPIPS_MISSING, load_lpips, lpips_weights_path
 from sr_lightning.precision import autocast_dtype, resolve_device
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.exporting import ExportError, check_label, export_generator
+
 # Re-exported for callers that import them from here (train's init_from check); sr_lightning.loading has them.
 from sr_lightning.loading import sidecar_path
 

@@ -2,7 +2,8 @@
 
 Every job directory of a Hydra multirun (`<sweep dir>/<job num>/`) holds `.hydra/overrides.yaml` (what the
 job was given), `.hydra/config.yaml` / `config_resolved.yaml` (the composed config), `summary.json`
-(`sr_lightning.run_folder.RunSummary`: status, error, final and best metrics) and `metrics.csv` (Lightning's CSV log). `report` reads them all and
+(`sr_lightning.run_folder.RunSummary`: status, error, final and best metrics) and `metrics.csv` (Lightning's
+CSV log). `report` reads them all and
 writes into `<sweep dir>/report/` (or `out=<folder>`):
 
 * `report.csv`  one row per job: job, status, `swept` (the names of the swept columns), the swept keys, the
@@ -454,7 +455,8 @@ def build_report(dirs: list[Path], out_dir: Path | None = None, plots: bool = Tr
 
 def _help() -> str:
     summary = (__doc__ or "").strip().splitlines()[0]
-    return f"{summary}\n\nusage: python -m sr_lightning report [dir=]<folder>[,<folder>...] [key=value ...]\n\n{keys_help(OPTIONS)}"
+    usage = "usage: python -m sr_lightning report [dir=]<folder>[,<folder>...] [key=value ...]"
+    return f"{summary}\n\n{usage}\n\n{keys_help(OPTIONS)}"
 
 
 def _sweep_dirs(value: str, positional: list[str]) -> list[Path]:

@@ -20,11 +20,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sr_lightning.errors import EXIT_USER_ERROR, UserError, report_user_error
-from sr_lightning.inference.batch import (UpscaleError, check_writable, find_inputs, output_folder, overwrite_mode,
-                                          plan_outputs, skip_existing, upscale_files)
+from sr_lightning.inference.batch import (
+    UpscaleError,
+    check_writable,
+    find_inputs,
+    output_folder,
+    overwrite_mode,
+    plan_outputs,
+    skip_existing,
+    upscale_files,
+)
 from sr_lightning.loading import LoadedGenerator, runs_as_exported, runs_on_onnxruntime
 from sr_lightning.precision import resolve_device, resolve_precision
-
 
 # --- model ----------------------------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch

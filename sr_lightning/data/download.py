@@ -21,9 +21,10 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sr_lightning.errors import UserError
 
@@ -54,7 +55,7 @@ class RemoteFile:
     note: str | None = None
 
     @classmethod
-    def from_config(cls, key: str, spec: Mapping[str, Any]) -> "RemoteFile":
+    def from_config(cls, key: str, spec: Mapping[str, Any]) -> RemoteFile:
         spec = dict(spec)
         url = spec.pop("url", None)
         if not url:

@@ -1,7 +1,7 @@
 """`FullImageDataset`: whole images for validation and test, as float tensors."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 

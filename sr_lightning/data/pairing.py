@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sr_lightning.data.errors import DatasetError, DatasetMissingError, DataWarning
 from sr_lightning.data.imageio import SUPPORTED_EXTENSIONS, is_image_file

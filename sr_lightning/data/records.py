@@ -6,9 +6,9 @@ paired data, a loader for the LR file. Nothing is decoded until a `PairLoader` c
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -2,13 +2,14 @@
 
 All fourteen load offline from files inside the installed package (checked with scikit-image 0.26: astronaut,
 coffee, chelsea from PNG; rocket, hubble_deep_field, retina from JPEG; immunohistochemistry from `ihc.png`;
-stereo_motorcycle from `motorcycle_left.png`; six greyscale photos camera, moon, coins, grass, gravel, brick), so `python -m sr_lightning train` works on a fresh machine
-without a download. They are few and small (about 15 MB decoded in all), so they are always cached in memory.
+stereo_motorcycle from `motorcycle_left.png`; six greyscale photos camera, moon, coins, grass, gravel, brick), so
+`python -m sr_lightning train` works on a fresh machine without a download. They are few and small (about 20 MB
+decoded in all), so they are always cached in memory.
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

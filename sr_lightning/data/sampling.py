@@ -12,7 +12,7 @@ not from a global RNG, so:
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler

@@ -1,7 +1,7 @@
 """uint8 image arrays -> float tensors in the model's value range."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

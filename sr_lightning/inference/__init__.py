@@ -28,8 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sr_lightning.inference.tiling import (auto_tile_size, available_memory_bytes, iter_tiled_blocks,
-                                           iter_tiled_rows, plan_axis, tiled_forward)
+from sr_lightning.inference.tiling import (
+    auto_tile_size,
+    available_memory_bytes,
+    iter_tiled_blocks,
+    iter_tiled_rows,
+    plan_axis,
+    tiled_forward,
+)
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
 from sr_lightning.ops.value_range import from_unit, to_unit

@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sr_lightning.inference.evaluation import Comparison
 from sr_lightning.metrics import METRIC_KEYS, min_scored_size

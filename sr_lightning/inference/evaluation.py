@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from sr_lightning.errors import UserError
-from sr_lightning.metrics import (LPIPS_MISSING, METRIC_KEYS, image_metrics, lpips_value, rgb_to_y_uint8_values,
-                                  to_uint8_values)
+from sr_lightning.metrics import (
+    LPIPS_MISSING,
+    METRIC_KEYS,
+    image_metrics,
+    lpips_value,
+    rgb_to_y_uint8_values,
+    to_uint8_values,
+)
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize
 from sr_lightning.ops.value_range import from_unit, to_unit

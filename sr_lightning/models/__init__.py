@@ -20,7 +20,8 @@ from .srresnet import MSRResNet, SRResNet
 
 __all__ = [
     "count_parameters", "final_output",
-    "SRResNet", "MSRResNet", "RRDBNet", "SpandrelGenerator", "LapSRN", "DCGANSRGenerator", "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
+    "SRResNet", "MSRResNet", "RRDBNet", "SpandrelGenerator", "LapSRN", "DCGANSRGenerator",
+    "Bicubic", "Bilinear", "Nearest", "NeighbourAverage",
     "VGGStyleDiscriminator", "PatchGANDiscriminator", "UNetDiscriminatorSN",
 ]
 

@@ -9,7 +9,7 @@ Nothing here calls ``.view``: every reshape goes through ops that accept channel
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .blocks import (OUTPUT_ACTIVATIONS, check_choice, check_positive, conv3x3, init_generator_io,
-                     make_output_activation, NearestConvUpsample, ResidualBlock, upsample_factors)
+from .blocks import (
+    OUTPUT_ACTIVATIONS,
+    NearestConvUpsample,
+    ResidualBlock,
+    check_choice,
+    check_positive,
+    conv3x3,
+    init_generator_io,
+    make_output_activation,
+    upsample_factors,
+)
 
 __all__ = ["DCGANSRGenerator"]
 

@@ -14,8 +14,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import (OUTPUT_ACTIVATIONS, check_choice, check_positive, conv3x3, init_generator_io,
-                     make_output_activation, NearestConvUpsample, scaled_kaiming_init_)
+from .blocks import (
+    OUTPUT_ACTIVATIONS,
+    NearestConvUpsample,
+    check_choice,
+    check_positive,
+    conv3x3,
+    init_generator_io,
+    make_output_activation,
+    scaled_kaiming_init_,
+)
 
 __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
 

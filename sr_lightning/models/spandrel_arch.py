@@ -464,7 +464,7 @@ def load_model_file(path: str | os.PathLike, contents: Any = None) -> tuple[Span
     file) for unreadable or unsafe files, unknown architectures and ones that do not train here. ``contents``:
     what a caller already read from the file weights-only (the file is then not read again).
     """
-    from spandrel import ImageModelDescriptor, MAIN_REGISTRY, UnsupportedModelError
+    from spandrel import MAIN_REGISTRY, ImageModelDescriptor, UnsupportedModelError
 
     path = Path(path)
     state = read_state_dict(path) if contents is None else weights_of(path, contents)
@@ -572,14 +572,3 @@ def _spandrel_version() -> str:
     import spandrel
 
     return str(spandrel.__version__)
-
-
-def run(argv: list[str]) -> int:
-    """``python -m sr_lightning list [--scale N]``: the architectures that train, and the ones that do not."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m sr_lightning list", description=run.__doc__)
-    parser.add_argument("--scale", type=int, default=4, help="scale the parameter counts are given at (default 4)")
-    args = parser.parse_args(argv)
-    print(format_table(args.scale))
-    return 0

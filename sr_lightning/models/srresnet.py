@@ -19,9 +19,21 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import (ACTIVATIONS, OUTPUT_ACTIVATIONS, UPSAMPLE_MODES, check_choice, check_positive, conv3x3,
-                     init_generator_io, make_activation, make_output_activation, make_upsampler,
-                     ResidualBlock, scaled_kaiming_init_, SubPixelUpsample)
+from .blocks import (
+    ACTIVATIONS,
+    OUTPUT_ACTIVATIONS,
+    UPSAMPLE_MODES,
+    ResidualBlock,
+    SubPixelUpsample,
+    check_choice,
+    check_positive,
+    conv3x3,
+    init_generator_io,
+    make_activation,
+    make_output_activation,
+    make_upsampler,
+    scaled_kaiming_init_,
+)
 
 __all__ = ["SRResNet", "MSRResNet", "MSRRESNET_INITS"]
 

@@ -14,8 +14,8 @@ calls (data loading, losses on image pyramids) pay only the matmuls.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
