@@ -19,12 +19,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from test_module import SmoothPairs
 from torch.utils.data import DataLoader
 
 from sr_lightning.module import SRModule
 
-from conftest import REPO_ROOT, compose_train
+from helpers import REPO_ROOT, SmoothPairs, compose_train
 
 TINY = ["~data", "gen.blocks=1", "gen.channels=8", "disc.channels=4", "disc.max_channels=32",
         "disc.dense_features=16", "scale=4", "batch_size=2", "trainer.max_steps=3"]

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from sr_lightning.cli import COMMANDS, main
 from sr_lightning.config import ConfigError, validate_train_config
 
-from conftest import REPO_ROOT, compose_train
+from helpers import REPO_ROOT, compose_train
 
 MODEL_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "model").glob("*.yaml"))
 EXPERIMENTS = sorted(str(p.relative_to(REPO_ROOT / "conf" / "experiment").with_suffix(""))

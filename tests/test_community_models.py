@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from sr_lightning.checkpoint import CheckpointError
 from sr_lightning.loading import load_generator
 
-from conftest import TINY, TINY_GEN, compose_train, run_cli, write_checkpoint
+from helpers import TINY, TINY_GEN, compose_train, run_cli, write_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # spandrel constructors' notices
 # the tiny training overrides without scale=: with init_from=<model file> the file decides the scale
@@ -123,7 +123,7 @@ def test_eval_unrecognised_file_is_one_error_line(tmp_path, capsys):
 
     from sr_lightning.commands import evaluate as ev
 
-    from conftest import REPO_ROOT
+    from helpers import REPO_ROOT
 
     junk = tmp_path / "junk.safetensors"
     save_file({"foo.weight": torch.zeros(3, 3)}, str(junk))

@@ -9,7 +9,7 @@ from torch import nn
 
 from sr_lightning import training as train_cmd
 
-from conftest import TINY, run_cli
+from helpers import TINY, TINY_NET, run_cli
 
 
 class _Module(nn.Module):
@@ -65,7 +65,7 @@ def test_compiled_training_through_the_cli_saves_the_same_keys(tmp_path):
     keys = {}
     for compiled in (False, True):
         run = tmp_path / f"run_{compiled}"
-        result = run_cli("train", "model=srgan_mse", *TINY, "gen.blocks=1", "gen.channels=8", "disc.blocks=2",
+        result = run_cli("train", "model=srgan_mse", *TINY, *TINY_NET, "disc.blocks=2",
                          f"module.compile={str(compiled).lower()}", f"hydra.run.dir={run}", timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         assert ("compiled" in result.stdout.split("parameters", 1)[-1].splitlines()[0]) is compiled

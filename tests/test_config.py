@@ -7,7 +7,7 @@ from sr_lightning import config
 from sr_lightning.config import ConfigError, validate_train_config
 from sr_lightning.errors import UserError
 
-from conftest import compose_train
+from helpers import compose_train
 
 
 def refusal(overrides: list[str]) -> str:

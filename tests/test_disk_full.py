@@ -14,7 +14,7 @@ from disk_full_at_step import full_disk_save
 from sr_lightning.checkpoint import DiskFullError, checkpoint_size
 from sr_lightning.checkpoint_io import AtomicCheckpointIO
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def _checkpoint(step: int) -> dict:

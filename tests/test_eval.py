@@ -17,7 +17,7 @@ from sr_lightning.inference import eval_report, evaluation
 from sr_lightning.metrics import LPIPS_MISSING, image_metrics
 from sr_lightning.ops.imresize import imresize
 
-from conftest import TINY_GEN, write_checkpoint
+from helpers import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

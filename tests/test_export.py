@@ -14,7 +14,7 @@ from sr_lightning.exporting import ExportError
 from sr_lightning.inference import Upscaler
 from sr_lightning.loading import load_exported, load_generator, sidecar_path
 
-from conftest import TINY_GEN, write_checkpoint
+from helpers import TINY_GEN, write_checkpoint
 
 TINY_LAPSRN = {"_target_": "sr_lightning.models.lapsrn.LapSRN", "scale": 4, "in_channels": 1, "channels": 8,
                "blocks": 1}

@@ -17,7 +17,7 @@ from sr_lightning.data.imageio import (
     write_image,
 )
 
-from conftest import write_png_bomb
+from helpers import write_png_bomb
 
 
 def _rgb(h=6, w=9, seed=0) -> np.ndarray:

@@ -12,13 +12,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from signal_at_step import SignalAtStep
-from test_module import TinyData, build
 
 from sr_lightning.callbacks import GracefulStop
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted, detach_from_terminal, terminal_fds
 from sr_lightning.run_folder import completed_summary
 
-from conftest import REPO_ROOT, TINY
+from helpers import REPO_ROOT, TINY, TINY_NET, TinyData, build
 
 
 def test_before_training_a_signal_stops_at_once_and_handlers_are_restored():
@@ -157,7 +156,7 @@ def test_ctrl_c_in_one_ddp_process_stops_both_after_the_same_step(cli, tmp_path)
     """trainer=ddp_cpu (2 gloo processes), SIGINT to rank 0 only: the request is shared, both processes save and
     stop after step 3 instead of rank 1 waiting forever in the next all-reduce. The printed command resumes."""
     run_dir = tmp_path / "run"
-    args = ["gen.blocks=1", "gen.channels=8", *[o for o in TINY if not o.startswith("trainer.")], "trainer=ddp_cpu",
+    args = [*TINY_NET, *[o for o in TINY if not o.startswith("trainer.")], "trainer=ddp_cpu",
             "trainer.max_steps=5", "trainer.val_check_interval=5", "checkpoint_every_n_steps=1000",
             f"hydra.run.dir={run_dir}"]
     signal_rank0 = ["+callbacks.signal._target_=signal_at_step.SignalAtStep", "+callbacks.signal.step=3",
@@ -184,7 +183,7 @@ def test_second_ctrl_c_in_the_first_ddp_process_stops_the_other_too(cli, tmp_pat
     wait in the next collective: with gloo it then crashes with "Connection closed by peer" (checked below), with
     NCCL it can wait until the watchdog timeout."""
     run_dir = tmp_path / "run"
-    args = ["gen.blocks=1", "gen.channels=8", *[o for o in TINY if not o.startswith("trainer.")], "trainer=ddp_cpu",
+    args = [*TINY_NET, *[o for o in TINY if not o.startswith("trainer.")], "trainer=ddp_cpu",
             "trainer.max_steps=50", "trainer.val_check_interval=50", "checkpoint_every_n_steps=2",
             f"hydra.run.dir={run_dir}", "+callbacks.signal._target_=signal_at_step.SignalAtStep",
             "+callbacks.signal.step=3", "+callbacks.signal.rank=0", "+callbacks.signal.signum=SIGINT",

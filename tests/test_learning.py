@@ -22,7 +22,7 @@ from sr_lightning.losses import build_term
 from sr_lightning.models import LapSRN
 from sr_lightning.ops.color import rgb2ycbcr
 
-from conftest import compose_train
+from helpers import compose_train
 
 STEPS = 150
 BATCHES_IN_PROBE = 4

@@ -7,59 +7,13 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from sr_lightning.callbacks import SRCheckpoint
-from sr_lightning.checkpoint_io import AtomicCheckpointIO
 from sr_lightning.loading import load_generator
 from sr_lightning.losses import AdversarialLoss
-from sr_lightning.module import NonFiniteLossError, SRModule
-from sr_lightning.ops.imresize import imresize
+from sr_lightning.module import NonFiniteLossError
 from sr_lightning.schedules import CosineToBudget
 
-from conftest import compose_train
-
-TINY_GAN = ["~data", "model=srgan_mse", "gen.blocks=1", "gen.channels=8", "disc.blocks=2", "disc.channels=8",
-            "disc.dense_features=16", "scale=2", "crop=16", "batch_size=2", "module.ema_decay=0.5"]
-
-
-class SmoothPairs(Dataset):
-    """Fixed, smooth HR images and their MATLAB-bicubic LR: deterministic, so runs can be compared."""
-
-    def __init__(self, n: int = 4, size: int = 16, scale: int = 2, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        base = torch.rand(n, 3, size // 4, size // 4, generator=g)
-        self.hr = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
-        self.lr = imresize(self.hr, scale=1 / scale).clamp(0, 1)
-
-    def __len__(self):
-        return len(self.hr)
-
-    def __getitem__(self, i):
-        return {"lr": self.lr[i], "hr": self.hr[i], "name": f"img{i}"}
-
-
-class TinyData(pl.LightningDataModule):
-    def __init__(self, n: int = 4, batch_size: int = 2):
-        super().__init__()
-        self.n, self.batch_size = n, batch_size
-
-    def train_dataloader(self):
-        return DataLoader(SmoothPairs(self.n), batch_size=self.batch_size, shuffle=False)
-
-    def val_dataloader(self):
-        return DataLoader(SmoothPairs(1, seed=1), batch_size=1)
-
-
-def build(tmp_path, overrides=(), max_steps=2, every=1, base=TINY_GAN, amp_dtype=None):
-    cfg = compose_train([*base, f"trainer.max_steps={max_steps}", *overrides], output_dir=tmp_path)
-    module = SRModule(cfg, output_dir=str(tmp_path), amp_dtype=amp_dtype)
-    ckpt = SRCheckpoint(tmp_path / "checkpoints", every_n_steps=every)
-    trainer = pl.Trainer(max_steps=max_steps, logger=False, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=1, val_check_interval=max_steps, check_val_every_n_epoch=None,
-                         accelerator="cpu", devices=1, enable_checkpointing=False)
-    return module, trainer
+from helpers import TinyData, build
 
 
 def snapshot(net):

@@ -6,18 +6,12 @@ import re
 import sys
 
 import pytest
-from test_sweep import FAILED_JOB, tiny_sweep
 
 from sr_lightning.commands.report import build_report
 
-from conftest import REPO_ROOT
+from helpers import FAILED_JOB, REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "compare_runs.ipynb"
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return tiny_sweep(tmp_path_factory)
 
 
 @pytest.fixture
@@ -43,10 +37,10 @@ def test_notebook_is_stored_without_outputs():
 
 
 @pytest.mark.slow
-def test_notebook_runs_headless_on_a_sweep_report(sweep, tmp_path, kernel_name, monkeypatch):
+def test_notebook_runs_headless_on_a_sweep_report(tiny_sweep, tmp_path, kernel_name, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    files = build_report([sweep.dir], tmp_path / "report")
+    files = build_report([tiny_sweep.dir], tmp_path / "report")
     monkeypatch.setenv("SR_REPORT_CSV", str(files.csv))
 
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -21,9 +21,9 @@ from sr_lightning.data.imageio import DEFAULT_MAX_PIXELS, ImageTooLargeError
 from sr_lightning.errors import EXIT_USER_ERROR
 from sr_lightning.metrics import MetricsWarning, SRMetrics, min_scored_size
 
-from conftest import TINY, write_png_bomb
+from helpers import TINY, TINY_NET, write_png_bomb
 
-TINY_TRAIN = [*TINY, "gen.blocks=1", "gen.channels=8", "data.patches_per_image=1"]
+TINY_TRAIN = [*TINY, *TINY_NET, "data.patches_per_image=1"]
 
 
 def _folder(path: Path, sizes=(96, 96, 96), tiny: int | None = 16) -> Path:

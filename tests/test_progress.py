@@ -7,7 +7,7 @@ import pytest
 
 from sr_lightning.progress import format_duration, progress_view
 
-from conftest import TINY
+from helpers import TINY
 
 
 def test_time_budget_that_runs_out_first_drives_the_bar():

@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
-from test_sweep import FAILED_JOB, tiny_sweep
 
 from sr_lightning.commands import report
+from sr_lightning.sweep_report import read_metrics_csv
 
-from conftest import run_cli
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return tiny_sweep(tmp_path_factory)
+from helpers import FAILED_JOB, run_cli
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -30,8 +25,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_report_of_a_2x2_sweep_has_four_rows_and_plots(sweep, tmp_path):
-    result = run_cli("report", f"dir={sweep.dir}", f"out={tmp_path / 'rep'}")
+def test_report_of_a_2x2_sweep_has_four_rows_and_plots(tiny_sweep, tmp_path):
+    result = run_cli("report", f"dir={tiny_sweep.dir}", f"out={tmp_path / 'rep'}")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "rep"
     assert f"table: {out / 'report.csv'}" in result.stdout
@@ -47,7 +42,7 @@ def test_report_of_a_2x2_sweep_has_four_rows_and_plots(sweep, tmp_path):
     for row in rows:
         if row["job"] == FAILED_JOB:
             continue
-        summary = sweep.summary(row["job"])
+        summary = tiny_sweep.summary(row["job"])
         assert row["status"] == "completed"
         assert float(row["psnr_y"]) == pytest.approx(summary["final"]["val/psnr_y"])
         assert float(row["bicubic_psnr_y"]) == pytest.approx(summary["final"]["val/bicubic_psnr_y"])
@@ -122,7 +117,7 @@ def test_report_reads_jobs_swept_keys_and_marks_failed_and_incomplete(tmp_path):
 def test_metrics_csv_rows_hold_only_some_columns(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,train/g_loss,val/psnr_y\n0,9,0.5,\n0,19,0.25,\n0,19,,21.5\n0,29,nan,\n")
-    curves = report.read_metrics_csv(path)
+    curves = read_metrics_csv(path)
     assert curves == {"train/g_loss": [(9, 0.5), (19, 0.25)], "val/psnr_y": [(19, 21.5)]}
 
 

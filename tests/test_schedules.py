@@ -94,7 +94,7 @@ def test_no_limit_at_all_is_refused():
 def test_the_msrresnet_preset_decays_over_a_time_budget_when_it_has_one():
     from hydra.utils import instantiate
 
-    from conftest import compose_train
+    from helpers import compose_train
 
     cfg = compose_train(["model=msrresnet", "trainer.max_steps=100000", "trainer.max_time=00:00:04:15"])
     sched = instantiate(cfg.module.scheduler, _convert_="all")(_optimizer(1e-3))

@@ -1,17 +1,16 @@
 """Sweeps: ablation presets, launcher configs, per-worker GPU pinning, and a real 2x2 multirun with one job
 that fails inside the job while the others complete.
 
-The tiny sweep (`tiny_sweep`) runs once per test session and is shared with test_report.py, test_wandb.py
-and test_notebook.py: `scale=3,4 x crop=24,32`, where only (scale 3, crop 32) is invalid (32 is not a
-multiple of 3), so exactly job 1 fails in its own config validation and jobs 0, 2, 3 complete.
+The tiny sweep (conftest's session fixture `tiny_sweep`, overrides in helpers.SWEEP_ARGS) runs once per test
+session and is shared with test_report.py, test_wandb.py and test_notebook.py: `scale=3,4 x crop=24,32`, where
+only (scale 3, crop 32) is invalid (32 is not a multiple of 3), so exactly job 1 fails in its own config
+validation and jobs 0, 2, 3 complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from omegaconf import OmegaConf
 from sr_lightning import launchers
 from sr_lightning.config import validate_train_config
 
-from conftest import REPO_ROOT, compose_train, run_cli
+from helpers import FAILED_JOB, REPO_ROOT, compose_train
 
 # The grids the issue asks for (the reports' ablations), per preset.
 ABLATION_GRIDS = {
@@ -32,71 +31,30 @@ ABLATION_GRIDS = {
     "ablation/activation": {"gen.activation": ["swish", "leakyrelu", "prelu"]},
 }
 
-# ---------------------------------------------------------------------------------------- the shared sweep
-SWEEP_ARGS = [
-    "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.log_every_n_steps=1",
-    "scale=3,4", "crop=24,32", "gen.blocks=1", "gen.channels=8", "batch_size=2", "callbacks=none",
-    "precision=32-true",
-    # no logger= override: sweeps log to W&B (offline) by default, which test_wandb.py reads back
-]
-FAILED_JOB = "1"  # scale=3 crop=32
-
-
-@dataclass
-class TinySweep:
-    dir: Path
-    result: subprocess.CompletedProcess
-
-    def summary(self, job: str) -> dict:
-        return json.loads((self.dir / job / "summary.json").read_text())
-
-
-_cache: dict[str, TinySweep] = {}
-
-
-def tiny_sweep(tmp_path_factory) -> TinySweep:
-    """Run the 2x2 sweep through the real CLI once per session (about 4 x 20 s of CPU)."""
-    if "sweep" not in _cache:
-        root = tmp_path_factory.mktemp("tiny_sweep")
-        sweep_dir = root / "multirun" / "sweep"
-        wandb_home = root / "wandb_home"
-        env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": "",
-               "WANDB_CONFIG_DIR": str(wandb_home / "config"), "WANDB_CACHE_DIR": str(wandb_home / "cache"),
-               "WANDB_DATA_DIR": str(wandb_home / "data")}
-        result = run_cli("-m", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}", env=env)
-        _cache["sweep"] = TinySweep(sweep_dir, result)
-    return _cache["sweep"]
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> TinySweep:
-    return tiny_sweep(tmp_path_factory)
-
-
 @pytest.mark.slow
-def test_sweep_records_the_failed_job_and_runs_the_others(sweep):
-    output = sweep.result.stdout + sweep.result.stderr
-    jobs = sorted(p.name for p in sweep.dir.iterdir() if p.is_dir() and p.name.isdigit())
+def test_sweep_records_the_failed_job_and_runs_the_others(tiny_sweep):
+    output = tiny_sweep.result.stdout + tiny_sweep.result.stderr
+    jobs = sorted(p.name for p in tiny_sweep.dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1", "2", "3"], output[-3000:]
-    failed = sweep.summary(FAILED_JOB)
+    failed = tiny_sweep.summary(FAILED_JOB)
     assert failed["status"] == "failed"
     assert "crop: got 32, not divisible by scale=3" in failed["error"]
-    assert (sweep.dir / FAILED_JOB / "error.log").is_file()
-    assert not (sweep.dir / FAILED_JOB / "checkpoints").exists()
+    assert (tiny_sweep.dir / FAILED_JOB / "error.log").is_file()
+    assert not (tiny_sweep.dir / FAILED_JOB / "checkpoints").exists()
     for job in ("0", "2", "3"):
-        summary = sweep.summary(job)
+        summary = tiny_sweep.summary(job)
         assert summary["status"] == "completed", summary
         assert summary["global_step"] == 1
         assert 0 < summary["final"]["val/psnr_y"] < 60
-        assert (sweep.dir / job / "checkpoints" / "last.ckpt").is_file()
-        assert (sweep.dir / job / "metrics.csv").is_file()
+        assert (tiny_sweep.dir / job / "checkpoints" / "last.ckpt").is_file()
+        assert (tiny_sweep.dir / job / "metrics.csv").is_file()
     # the job configs carry their own grid point
-    assert OmegaConf.load(sweep.dir / "2" / ".hydra" / "config.yaml").crop == 24
-    assert OmegaConf.load(sweep.dir / "2" / ".hydra" / "config.yaml").scale == 4
-    # one line per job at the end, and the sweep's exit status says something failed
+    assert OmegaConf.load(tiny_sweep.dir / "2" / ".hydra" / "config.yaml").crop == 24
+    assert OmegaConf.load(tiny_sweep.dir / "2" / ".hydra" / "config.yaml").scale == 4
+    # one line per job at the end, and the tiny_sweep's exit status says something failed
     assert f"job {FAILED_JOB}: failed" in output and "job 3: completed" in output
-    assert f"python -m sr_lightning report dir={sweep.dir}" in output
-    assert sweep.result.returncode == 1, output[-3000:]
+    assert f"python -m sr_lightning report dir={tiny_sweep.dir}" in output
+    assert tiny_sweep.result.returncode == 1, output[-3000:]
 
 
 # ---------------------------------------------------------------------------------------- ablation presets

@@ -12,10 +12,11 @@ from hydra.utils import instantiate
 from sr_lightning.loading import load_generator
 from sr_lightning.module import SRModule
 
-from conftest import compose_train
+from helpers import TINY as ANY_PRESET_TINY
+from helpers import TINY_NET, compose_train
 
-TINY = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=2",
-        "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks=none", "precision=32-true"]
+# Per-step rows in metrics.csv: several tests read them.
+TINY = [*ANY_PRESET_TINY, *TINY_NET, "trainer.log_every_n_steps=1"]
 
 
 def _read_metrics(run_dir):
@@ -193,7 +194,7 @@ def test_gpu_presets_without_cuda_name_the_key_the_finding_and_the_fix(monkeypat
 
 @pytest.mark.slow
 def test_ckpt_path_of_another_architecture_is_one_line_that_suggests_init_from(cli, tmp_path):
-    from conftest import TINY_GEN, write_checkpoint
+    from helpers import TINY_GEN, write_checkpoint
 
     other = write_checkpoint(tmp_path / "other.ckpt", {**TINY_GEN, "scale": 4, "channels": 16, "blocks": 2})
     result = cli("train", *TINY, "scale=4", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'run'}")
@@ -286,8 +287,7 @@ def test_init_from_reads_its_file_once(tmp_path, monkeypatch):
 
     from sr_lightning.init_from import load_initial_weights, read_initial_generator
 
-    from conftest import TINY as ANY_PRESET_TINY
-    from conftest import TINY_GEN, write_checkpoint
+    from helpers import TINY_GEN, write_checkpoint
 
     reads = []
     real_load = torch.load

@@ -16,8 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-TINY = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1", "callbacks=none", "precision=32-true", "logger=csv"]
+from helpers import TINY as ANY_PRESET_TINY
+from helpers import TINY_NET, run_cli
+
+# Each run sets its own trainer.max_steps after these (a later override wins).
+TINY = [*ANY_PRESET_TINY, *TINY_NET, "trainer.log_every_n_steps=1"]
 REFUSED = "holds Python objects that are not weights"
 
 
@@ -45,8 +48,6 @@ def evil(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A real 2-step run: its last.ckpt holds everything train writes (optimizers, RNG tuples, callback state)."""
-    from conftest import run_cli
-
     run_dir = tmp_path_factory.mktemp("trained")
     result = run_cli("train", *TINY, "trainer.max_steps=2", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -21,7 +21,7 @@ from sr_lightning.models.srresnet import SRResNet
 from sr_lightning.ops.color import rgb2ycbcr, ycbcr2rgb
 from sr_lightning.ops.imresize import imresize, imresize_np
 
-from conftest import TINY_GEN, write_checkpoint
+from helpers import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -22,7 +22,7 @@ from sr_lightning.inference.tiling import _axis_windows, iter_tiled_blocks, plan
 from sr_lightning.inference.write import write_result
 from sr_lightning.models.srresnet import SRResNet
 
-from conftest import TINY_GEN, write_checkpoint
+from helpers import TINY_GEN, write_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

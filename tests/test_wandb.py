@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
-from test_sweep import FAILED_JOB, tiny_sweep
 
 from sr_lightning import wandb_utils
 
-from conftest import compose_train
+from helpers import FAILED_JOB, compose_train
 
 BLOCK = 32768
 HEADER = 7  # file header ":W&B" + magic + version; each record: crc32 (4), length (2), type (1)
@@ -88,21 +87,16 @@ def _parse_run_log(path: Path, pb) -> dict:
     return run
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return tiny_sweep(tmp_path_factory)
-
-
 @pytest.mark.slow
-def test_sweep_jobs_log_offline_runs_in_one_group(sweep):
-    group = wandb_utils.sweep_group_name(sweep.dir)
+def test_sweep_jobs_log_offline_runs_in_one_group(tiny_sweep):
+    group = wandb_utils.sweep_group_name(tiny_sweep.dir)
     assert group == "multirun_sweep"
-    assert not list((sweep.dir / FAILED_JOB).glob("wandb/offline-run-*"))  # failed before any logger existed
+    assert not list((tiny_sweep.dir / FAILED_JOB).glob("wandb/offline-run-*"))  # failed before any logger existed
     for job in ("0", "2", "3"):
-        (run_dir,) = (sweep.dir / job / "wandb").glob("offline-run-*")  # one offline run, in the job's folder
+        (run_dir,) = (tiny_sweep.dir / job / "wandb").glob("offline-run-*")  # one offline run, in the job's folder
         run = read_offline_run(run_dir)
-        summary = sweep.summary(job)
-        job_config = OmegaConf.load(sweep.dir / job / "config_resolved.yaml")
+        summary = tiny_sweep.summary(job)
+        job_config = OmegaConf.load(tiny_sweep.dir / job / "config_resolved.yaml")
         assert run["group"] == group and run["project"] == "sr-lightning"
         # the run's name: the swept keys and this job's values, nothing else
         assert run["name"] == {"0": "scale=3,crop=24", "2": "scale=4,crop=24", "3": "scale=4,crop=32"}[job]
