@@ -20,11 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
 from sr_lightning.module import SRModule  # noqa: E402
 
-from helpers import (  # noqa: E402
-    SmoothPairs,
-    TinyData,
-    compose_train,  # noqa: E402
-)
+from helpers import SmoothPairs, TinyData, compose_train  # noqa: E402
 
 # No BatchNorm anywhere (msrresnet + PatchGAN without norm): per-process batch statistics would otherwise
 # differ from the single-process run by construction (sync_bn needs CUDA).
