@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from sr_lightning.models.blocks import scaled_kaiming_init_  # noqa: E402
 
-from conftest import compose_train  # noqa: E402
+from helpers import compose_train  # noqa: E402
 
 
 def build(cfg, variant: str) -> torch.nn.Module:

@@ -34,7 +34,7 @@ from sr_lightning.inference.evaluation import EvalModel, MatlabBicubic, evaluate
 from sr_lightning.models.srresnet import SRResNet  # noqa: E402
 from sr_lightning.precision import resolve_precision  # noqa: E402
 
-from conftest import compose_train  # noqa: E402
+from helpers import compose_train  # noqa: E402
 
 
 def main() -> None:

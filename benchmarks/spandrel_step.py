@@ -34,7 +34,7 @@ from sr_lightning.models import count_parameters  # noqa: E402
 from sr_lightning.models.spandrel_arch import ARCHS  # noqa: E402
 from sr_lightning.module import SRModule  # noqa: E402
 
-from conftest import compose_train  # noqa: E402
+from helpers import compose_train  # noqa: E402
 
 QUICK = ["Compact", "SPAN", "SAFMN", "OmniSR", "RealPLKSR", "ESRGAN", "SwinIR"]
 BASELINE = ["model=msrresnet", "gen.blocks=16", "gen.channels=64"]

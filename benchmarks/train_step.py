@@ -38,7 +38,7 @@ from sr_lightning.losses import AdversarialLoss  # noqa: E402
 from sr_lightning.module import SRModule  # noqa: E402
 from sr_lightning.precision import resolve_precision  # noqa: E402
 
-from conftest import compose_train  # noqa: E402
+from helpers import compose_train  # noqa: E402
 
 PRESETS = {"srresnet": ["model=srresnet"], "msrresnet": ["model=msrresnet"], "rrdbnet": ["model=rrdb_psnr"]}
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sr_lightning import mos_study
 from sr_lightning.commands import mos
 
 METHODS = ("bicubic", "esrgan", "hr")
@@ -56,7 +57,7 @@ def _page_data(page: Path) -> dict:
 
 def test_prepare_writes_a_blind_self_contained_page(tmp_path):
     root = _study_folder(tmp_path)
-    page, key_file, summary = mos.prepare(root, crop=16)
+    page, key_file, summary = mos_study.prepare(root, crop=16)
     assert page == root / "mos.html" and key_file == root / "mos.key.json"
     assert summary["items"] == 3 and summary["methods"] == sorted(METHODS)
     text = page.read_text()
@@ -83,23 +84,23 @@ def test_prepare_writes_a_blind_self_contained_page(tmp_path):
 
 def test_prepare_options_and_errors(tmp_path):
     root = _study_folder(tmp_path)
-    page, _, summary = mos.prepare(root, output=tmp_path / "p" / "study.html", crop=16,
+    page, _, summary = mos_study.prepare(root, output=tmp_path / "p" / "study.html", crop=16,
                                    methods=["esrgan", "bicubic"], include_hr=False, crops_per_image=2)
     assert page.with_name("study.key.json").is_file()
     assert summary["methods"] == ["bicubic", "esrgan"] and summary["items"] == 6
-    mos.prepare(root, crop=16)
-    with pytest.raises(mos.MosError, match="overwrite=true"):
-        mos.prepare(root, crop=16)
-    with pytest.raises(mos.MosError, match="nope"):
-        mos.prepare(root, crop=16, methods=["nope"], overwrite=True)
-    with pytest.raises(mos.MosError, match="two or more methods"):
-        mos.prepare(tmp_path / "p", crop=16)
+    mos_study.prepare(root, crop=16)
+    with pytest.raises(mos_study.MosError, match="overwrite=true"):
+        mos_study.prepare(root, crop=16)
+    with pytest.raises(mos_study.MosError, match="nope"):
+        mos_study.prepare(root, crop=16, methods=["nope"], overwrite=True)
+    with pytest.raises(mos_study.MosError, match="two or more methods"):
+        mos_study.prepare(tmp_path / "p", crop=16)
 
 
 def test_prepare_rejects_a_single_method(tmp_path):
     root = _study_folder(tmp_path)
-    with pytest.raises(mos.MosError, match="two or more methods"):
-        mos.prepare(root, crop=16, methods=["esrgan"], include_hr=False)
+    with pytest.raises(mos_study.MosError, match="two or more methods"):
+        mos_study.prepare(root, crop=16, methods=["esrgan"], include_hr=False)
 
 
 def test_prepare_reads_an_eval_run_directory(tmp_path):
@@ -121,7 +122,7 @@ def test_prepare_reads_an_eval_run_directory(tmp_path):
     run = tmp_path / "eval_run"
     write_results({"rows": rows, "per_image": [], "comparisons": [comparison]}, run, 4,
                            {"sets": ["Set5"], "models": models}, zoom=2)
-    page, key_file, summary = mos.prepare(run, crop=128)
+    page, key_file, summary = mos_study.prepare(run, crop=128)
     assert summary["methods"] == ["HR", *models] and summary["items"] == 1
     data, key = _page_data(page), json.loads(key_file.read_text())
     for crop in data["items"][0]["crops"]:
@@ -138,7 +139,7 @@ def _score_file(path: Path, study: str, rater: str, scores: dict[str, int]) -> P
 
 def test_score_unblinds_and_gives_a_t_interval(tmp_path, capsys):
     root = _study_folder(tmp_path)
-    _, key_file, _ = mos.prepare(root, crop=16)
+    _, key_file, _ = mos_study.prepare(root, crop=16)
     key = json.loads(key_file.read_text())
     by_method = {m: [k for k, v in key["keys"].items() if v["method"] == m] for m in METHODS}
     planned = {"hr": [5, 4, 5], "esrgan": [4, 3, 4], "bicubic": [1, 2, 2]}
@@ -146,7 +147,7 @@ def test_score_unblinds_and_gives_a_t_interval(tmp_path, capsys):
     rater2 = {k: min(5, v + 1) for k, v in rater1.items()}
     f1 = _score_file(tmp_path / "a.json", key["study"], "ann", rater1)
     f2 = _score_file(tmp_path / "b.json", key["study"], "bob", rater2)
-    result = mos.score([f1, f2], key=str(key_file))
+    result = mos_study.score([f1, f2], key=str(key_file))
     assert list(result["methods"]) == ["hr", "esrgan", "bicubic"]  # best first
     for m in METHODS:
         values = planned[m] + [min(5, v + 1) for v in planned[m]]
@@ -165,7 +166,7 @@ def test_score_unblinds_and_gives_a_t_interval(tmp_path, capsys):
 
 def test_score_errors_name_the_file(tmp_path, capsys):
     root = _study_folder(tmp_path)
-    _, key_file, _ = mos.prepare(root, crop=16)
+    _, key_file, _ = mos_study.prepare(root, crop=16)
     study = json.loads(key_file.read_text())["study"]
     some_key = next(iter(json.loads(key_file.read_text())["keys"]))
     bad = _score_file(tmp_path / "bad.json", study, "x", {some_key: 7})
@@ -183,7 +184,7 @@ def test_score_errors_name_the_file(tmp_path, capsys):
 def test_mos_errors_are_user_errors():
     from sr_lightning.errors import UserError
 
-    assert issubclass(mos.MosError, UserError) and issubclass(mos.MosError, RuntimeError)
+    assert issubclass(mos_study.MosError, UserError) and issubclass(mos_study.MosError, RuntimeError)
 
 
 @pytest.mark.parametrize(("argv", "words"), [
@@ -351,7 +352,7 @@ def _wait_for_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path
 def test_a_rater_in_headless_chromium_is_scored_exactly(tmp_path):
     executable = _chromium()
     root = _study_folder(tmp_path, pictures=3)
-    page, key_file, _ = mos.prepare(root, crop=16)
+    page, key_file, _ = mos_study.prepare(root, crop=16)
     key = json.loads(key_file.read_text())["keys"]
     # what our rater thinks of each method (varies with the picture so the CI is not degenerate)
     taste = {"hr": (5, 4, 5), "esrgan": (4, 3, 3), "bicubic": (1, 2, 1)}
@@ -390,7 +391,7 @@ def test_a_rater_in_headless_chromium_is_scored_exactly(tmp_path):
     assert exported["rater"] == "Ada Lovelace" and exported["complete"] is True
     assert {s["key"]: s["score"] for s in exported["scores"]} == entered
     for scores_file in (json_file, csv_file):
-        result = mos.score([scores_file], key=str(key_file))
+        result = mos_study.score([scores_file], key=str(key_file))
         for method, values in taste.items():
             assert result["methods"][method]["n"] == 3
             assert result["methods"][method]["mos"] == pytest.approx(np.mean(values))
@@ -466,18 +467,18 @@ def test_script_safe_json_round_trips_every_troublesome_character():
 
 def test_score_interval_stays_within_the_rating_scale(tmp_path, capsys):
     # The case: mean 4.78, Student-t interval [4.44, 5.12] -> clipped to [4.44, 5.00].
-    s = mos.summarise([5, 5, 5, 5, 5, 5, 5, 4, 4])
+    s = mos_study.summarise([5, 5, 5, 5, 5, 5, 5, 4, 4])
     assert s["mos"] == pytest.approx(4.778, abs=1e-3)
     assert s["ci_low"] == pytest.approx(4.44, abs=0.01) and s["ci_high"] == 5.0
     assert s["mos"] + s["ci_half_width"] > 5          # the t half-width itself is reported unchanged
-    low = mos.summarise([1, 1, 1, 1, 2, 1, 2])
+    low = mos_study.summarise([1, 1, 1, 1, 2, 1, 2])
     assert low["ci_low"] == 1.0 and 1.0 < low["ci_high"] < 5.0
     for values in ([1, 5], [5, 5], [1, 2, 5, 5, 5], [3, 4, 5, 5, 5, 5, 5, 5, 5, 5]):
-        r = mos.summarise(values)
+        r = mos_study.summarise(values)
         assert 1.0 <= r["ci_low"] <= r["mos"] <= r["ci_high"] <= 5.0
 
     root = _study_folder(tmp_path)
-    _, key_file, _ = mos.prepare(root, crop=16)
+    _, key_file, _ = mos_study.prepare(root, crop=16)
     key = json.loads(key_file.read_text())
     hr_keys = [k for k, v in key["keys"].items() if v["method"] == "hr"]
     files = [_score_file(tmp_path / f"r{i}.json", key["study"], f"r{i}", {k: (4 if i == 0 and j == 0 else 5)

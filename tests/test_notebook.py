@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sr_lightning.commands.report import build_report
+from sr_lightning.sweep_report import build_report
 
 from helpers import FAILED_JOB, REPO_ROOT
 

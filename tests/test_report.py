@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from sr_lightning import sweep_report
 from sr_lightning.commands import report
 from sr_lightning.sweep_report import read_metrics_csv
 
@@ -97,7 +98,7 @@ def test_report_reads_jobs_swept_keys_and_marks_failed_and_incomplete(tmp_path):
     _fake_job(sweep, "10", common + ["lr=1e-5", "gen.blocks=16"], None)  # killed: no summary.json
     (sweep / "multirun.yaml").write_text("{}")
 
-    files = report.build_report([sweep])
+    files = sweep_report.build_report([sweep])
     assert files.csv == sweep / "report" / "report.csv"
     assert files.axes == ["lr", "gen.blocks"]  # crop and the step budget are the same in every job
     rows = _read_csv(files.csv)
@@ -123,7 +124,7 @@ def test_metrics_csv_rows_hold_only_some_columns(tmp_path):
 
 def test_a_single_run_dir_is_a_one_job_report(tmp_path):
     run_dir = _fake_job(tmp_path, "2024-05-01_12-00-00", ["crop=64"], "completed", 27.0)
-    files = report.build_report([run_dir], tmp_path / "out")
+    files = sweep_report.build_report([run_dir], tmp_path / "out")
     assert len(files.jobs) == 1 and files.axes == []
     assert _read_csv(files.csv)[0]["crop"] == "64"
 
@@ -131,7 +132,7 @@ def test_a_single_run_dir_is_a_one_job_report(tmp_path):
 def test_two_sweeps_in_one_report_keep_their_rows_apart(tmp_path):
     _fake_job(tmp_path / "a", "0", ["crop=48"], "completed", 26.0)
     _fake_job(tmp_path / "b", "0", ["crop=96"], "completed", 27.0)
-    files = report.build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    files = sweep_report.build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     assert [r["job"] for r in _read_csv(files.csv)] == ["a/0", "b/0"]
     assert files.axes == ["crop"]
 
@@ -159,7 +160,7 @@ def test_without_argument_the_newest_sweep_is_reported(tmp_path, monkeypatch, ca
 
 
 def test_status_counts_name_interrupted_jobs_and_fold_unknown_values_into_incomplete():
-    from sr_lightning.commands.report import status_counts
+    from sr_lightning.sweep_report import status_counts
 
     assert status_counts(["completed", "failed", "completed"]) == "2 completed, 1 failed, 0 incomplete"
     assert status_counts(["interrupted", "completed", "running?"]) == "1 completed, 0 failed, 1 interrupted, 1 incomplete"
