@@ -454,7 +454,7 @@ def test_benchmark_config_reads_shared_layout(benchmarks_dir):
 # ------------------------------------------------------------------------------------------------------------
 
 def test_prepare_cuts_aligned_subimages_used_for_training(tmp_path):
-    from sr_lightning.commands.prepare import prepare_source, tile_starts
+    from sr_lightning.data.subimages import prepare_source, tile_starts
 
     assert tile_starts(100, 48, 24, 0) == [0, 24, 48, 52]
     assert tile_starts(40, 48, 24, 0) == []
