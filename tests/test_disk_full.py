@@ -14,7 +14,7 @@ from disk_full_at_step import full_disk_save
 from sr_lightning.checkpoint import DiskFullError, checkpoint_size
 from sr_lightning.checkpoint_io import AtomicCheckpointIO
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, TINY, TINY_NET
 
 
 def _checkpoint(step: int) -> dict:
@@ -94,18 +94,25 @@ def test_the_checkpoint_message_wins_over_later_disk_errors():
     assert _disk_full(ValueError("x")) is None
 
 
-@pytest.mark.slow
-def test_train_on_a_full_disk_through_the_cli(cli, tmp_path):
-    args = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=4",
-            "trainer.val_check_interval=2", "checkpoint_every_n_steps=2", "callbacks=none", "precision=32-true",
-            "logger=csv", "+callbacks.disk_full._target_=disk_full_at_step.DiskFullAtStep",
-            "+callbacks.disk_full.step=3", f"hydra.run.dir={tmp_path}"]
+def _train_until_the_disk_is_full(cli, tmp_path, full_at_step: int, *overrides: str) -> str:
+    """A 4-step tiny run whose disk fills at `full_at_step` (tests/disk_full_at_step.py); its one `error:` line."""
+    args = [*TINY, *TINY_NET, "trainer.max_steps=4", *overrides,
+            "+callbacks.disk_full._target_=disk_full_at_step.DiskFullAtStep",
+            f"+callbacks.disk_full.step={full_at_step}", f"hydra.run.dir={tmp_path}"]
     result = cli("train", *args, env={"PYTHONPATH": str(REPO_ROOT / "tests")})
     assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    # (stdout may end inside a progress bar line: keep the streams apart)
+    errors = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    assert f"in {tmp_path / 'checkpoints'}:" in errors[0] and " bytes)" in errors[0] and "disk full" in errors[0]
     assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_through_the_cli(cli, tmp_path):
+    error = _train_until_the_disk_is_full(cli, tmp_path, 3, "trainer.val_check_interval=2",
+                                          "checkpoint_every_n_steps=2")
+    assert f"in {tmp_path / 'checkpoints'}:" in error and " bytes)" in error and "disk full" in error
     checkpoints = tmp_path / "checkpoints"
     assert not list(checkpoints.glob(".*.tmp"))
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2  # the step-2 save
@@ -117,17 +124,10 @@ def test_train_on_a_full_disk_through_the_cli(cli, tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_while_saving_the_slim_best_ckpt(cli, tmp_path):
     """best.ckpt is written by its own code path (slim): the same atomic write and the same one-line error."""
-    args = ["gen.blocks=1", "gen.channels=8", "crop=32", "batch_size=2", "trainer.max_steps=4",
-            "trainer.val_check_interval=1", "checkpoint_every_n_steps=100", "callbacks=none", "precision=32-true",
-            "logger=csv", "+callbacks.disk_full._target_=disk_full_at_step.DiskFullAtStep",
-            "+callbacks.disk_full.step=2", f"hydra.run.dir={tmp_path}"]
-    result = cli("train", *args, env={"PYTHONPATH": str(REPO_ROOT / "tests")})
-    assert result.returncode == 2, result.stderr[-3000:]
-    # (stdout may end inside a progress bar line: keep the streams apart)
-    errors = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert errors[0].startswith(f"error: disk full while saving best.ckpt in {tmp_path / 'checkpoints'}:")
-    assert "the previous best.ckpt is kept" in errors[0]
+    error = _train_until_the_disk_is_full(cli, tmp_path, 2, "trainer.val_check_interval=1",
+                                          "checkpoint_every_n_steps=100")
+    assert error.startswith(f"error: disk full while saving best.ckpt in {tmp_path / 'checkpoints'}:")
+    assert "the previous best.ckpt is kept" in error
     checkpoints = tmp_path / "checkpoints"
     assert not list(checkpoints.glob(".*.tmp"))
     previous = torch.load(checkpoints / "best.ckpt", weights_only=True)  # step 1's, untouched
