@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -81,15 +82,22 @@ class RunSummary:
         return self.best.get("step")
 
 
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # Lightning's order (rank_zero.py)
+
+
 def first_process() -> bool:
     """False in every DDP process but the global first, before the Trainer exists: only that one writes here.
 
     Lightning's own rank (read at import from RANK / LOCAL_RANK / SLURM_PROCID, as `wandb_utils` uses it) covers
     the processes its launcher, torchrun and SLURM start; NODE_RANK covers the first process of a later node.
     """
-    from lightning.pytorch.utilities import rank_zero_only
+    if "lightning.pytorch" in sys.modules:
+        from lightning.pytorch.utilities import rank_zero_only
 
-    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
+        rank = rank_zero_only.rank
+    else:  # a mistake reported before training: the variables Lightning would read, without its ~2.5 s import
+        rank = next((int(os.environ[k]) for k in _RANK_VARIABLES if os.environ.get(k, "").isdigit()), 0)
+    return rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def summary_path(run_dir: Path) -> Path:
