@@ -15,10 +15,10 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from sr_lightning.checkpoint import SLIM_MARKER
 from sr_lightning.interrupt import StopRequests, TrainingInterrupted
 
 GENERATOR_PREFIXES = ("gen.", "gen_ema.")
-SLIM_MARKER = "sr_lightning_slim"  # readers tell a slim best.ckpt from a resumable one by this key
 
 
 def slim_checkpoint(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:

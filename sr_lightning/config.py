@@ -222,6 +222,11 @@ def _positive_float(cfg: DictConfig, key: str) -> None:
         raise ConfigError(key, f"got {value!r}; allowed: a finite number > 0 (e.g. 1e-4)")
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", f"got {precision!r}; allowed: {', '.join(PRECISIONS)}")
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Checks of a `train` config; raises ConfigError on the first problem found."""
     scale = _get(cfg, "scale")
@@ -247,9 +252,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         if in_channels != wanted:
             raise ConfigError("gen.in_channels", f"got {in_channels} but color={color} needs {wanted}")
     check_value_range(_get(cfg, "value_range"))
-    precision = str(_get(cfg, "precision"))
-    if precision not in PRECISIONS:
-        raise ConfigError("precision", f"got {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    check_precision(str(_get(cfg, "precision")))
+    if _get(cfg, "module.compile") not in (True, False):
+        raise ConfigError("module.compile", f"got {_get(cfg, 'module.compile')!r}; allowed: true, false")
     ema = _get(cfg, "module.ema_decay")
     if ema is not None and not (0.0 <= float(ema) < 1.0):
         raise ConfigError("module.ema_decay", f"got {ema!r}; allowed: null (off) or a number in [0, 1), e.g. 0.999")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sr_lightning.config import PRECISIONS, ConfigError
+from sr_lightning.config import PRECISIONS, ConfigError, check_precision
 
 # Autocast dtype (by name, so this module imports torch lazily) for each precision; None = fp32.
 _AMP = {"32-true": None, "32": None, "bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "16-mixed": "float16"}
@@ -27,14 +27,20 @@ def cpu_supports_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def accelerator_device_type(accelerator: str) -> str:
+    """"cuda" when the trainer's accelerator asks for (or allows, `auto`) a GPU and one is present, else "cpu"."""
+    import torch
+
+    return "cuda" if str(accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def resolve_precision(requested: str, accelerator: str, channels_last: Any) -> tuple[str, str | None, bool]:
     """Return (precision name recorded in the config, autocast dtype name or None, channels_last)."""
     import torch  # lazily: Hydra's sweep callback imports modules that import this one
 
     requested = str(requested)
-    if requested not in PRECISIONS:
-        raise ConfigError("precision", f"got {requested!r}; allowed: {', '.join(PRECISIONS)}")
-    on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    check_precision(requested)
+    on_gpu = accelerator_device_type(accelerator) == "cuda"
     if requested == "auto":
         if on_gpu:
             requested = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"

@@ -18,16 +18,14 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_lightning import run_folder
-from sr_lightning.config import ConfigError, check_accelerator, validate_train_config
+from sr_lightning.config import check_accelerator, validate_train_config
 from sr_lightning.init_from import InitialGenerator, SetupError, load_initial_weights, read_initial_generator
-from sr_lightning.precision import resolve_precision
+from sr_lightning.precision import accelerator_device_type, resolve_precision
 
 if TYPE_CHECKING:
     from sr_lightning.interrupt import StopRequests
 
 log = logging.getLogger("sr_lightning.train")
-
-SLIM_FLAG = "sr_lightning_slim"  # best.ckpt's marker: generator weights + config only (no D, no optimiser states)
 
 
 # ---------------------------------------------------------------------------------------------- resume checks
@@ -35,11 +33,11 @@ def read_resume_checkpoint(path: Path, key: str | None = "ckpt_path") -> dict[st
     """A checkpoint to resume from, weights-only (a file with pickled code is refused, nothing of it runs) and
     memory-mapped (the weights are not read until used). A slim best.ckpt cannot resume: it lacks D and the
     optimiser states."""
-    from sr_lightning.checkpoint import load_checkpoint_file
+    from sr_lightning.checkpoint import SLIM_MARKER, load_checkpoint_file
 
     checkpoint = load_checkpoint_file(path, key=key, mmap=True)
     label = f"{key}={path}" if key else str(path)
-    if isinstance(checkpoint, dict) and checkpoint.get(SLIM_FLAG):
+    if isinstance(checkpoint, dict) and checkpoint.get(SLIM_MARKER):
         last = Path(path).with_name(run_folder.LAST_CHECKPOINT)
         raise SetupError(f"{label}: a slim best.ckpt (generator weights only, no optimiser states) cannot resume a "
                          f"run; resume from {last} (ckpt_path={last} or resume=auto), or start a new run from its "
@@ -143,13 +141,6 @@ def compile_networks(module, device_type: str) -> bool:
     return True
 
 
-def device_type(cfg: DictConfig) -> str:
-    import torch
-
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
-    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-
-
 # ---------------------------------------------------------------------------------------------- logs
 # Lightning's INFO lines at every Trainer start and end that say nothing a user acts on: which accelerators exist
 # (our own line names precision and device), the validation fraction, and why fit stopped (max_steps).
@@ -247,8 +238,6 @@ def build_run(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | Non
     from sr_lightning.models import count_parameters
     from sr_lightning.module import SRModule
 
-    if cfg.module.get("compile", False) not in (True, False):
-        raise ConfigError("module.compile", f"got {cfg.module.compile!r}; allowed: true, false")
     precision, amp, channels_last = resolve_precision(str(cfg.precision), str(cfg.trainer.accelerator),
                                                       cfg.module.channels_last)
     with open_dict(cfg):  # the choice is recorded in the run config (config_resolved.yaml, checkpoint, W&B)
@@ -262,7 +251,8 @@ def build_run(cfg: DictConfig, output_dir: Path, resumed: tuple[Path, int] | Non
         load_initial_weights(module, initial)
     if resume_check is not None:
         check_resume_architecture(module, *resume_check)
-    compiled = bool(cfg.module.get("compile")) and compile_networks(module, device_type(cfg))
+    compiled = bool(cfg.module.get("compile")) and compile_networks(
+        module, accelerator_device_type(str(cfg.trainer.accelerator)))
 
     g_params = count_parameters(module.gen)
     d_params = count_parameters(module.disc) if module.disc is not None else 0

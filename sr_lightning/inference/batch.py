@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sr_lightning.errors import UserError
+from sr_lightning.errors import UserError, report_user_error
 
 
 class UpscaleError(UserError, RuntimeError):
@@ -138,12 +138,8 @@ class BatchResult:
     seconds: float = 0.0
 
 
-def _print_error(err: BaseException) -> None:
-    print(f"error: {err}", file=sys.stderr, flush=True)
-
-
 def upscale_files(upscaler: Any, inputs: list[Path], targets: list[Path], max_pixels: int | None = None,
-                  progress: bool = True, on_failure: Callable[[BaseException], None] = _print_error) -> BatchResult:
+                  progress: bool = True, on_failure: Callable[[BaseException], Any] = report_user_error) -> BatchResult:
     """Upscale each input into its target with ``upscaler`` (a `sr_lightning.inference.Upscaler`).
 
     An input that cannot be read, or an output that cannot be written, goes to ``on_failure`` (one `error:` line
