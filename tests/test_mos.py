@@ -315,9 +315,16 @@ class DevTools:
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
                                                    "clickCount": 1}, session)
 
+    def _evaluate_during_navigation(self, session: str, expression: str):
+        """False while a navigation has torn down the page's context (the evaluation then fails)."""
+        try:
+            return self.evaluate(session, expression)
+        except RuntimeError:
+            return False
+
     def wait_for(self, session: str, expression: str, what: str) -> None:
         deadline = time.monotonic() + self.timeout
-        while not self.evaluate(session, expression):
+        while not self._evaluate_during_navigation(session, expression):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"page never got {what}")
             time.sleep(0.1)
@@ -381,8 +388,11 @@ def test_a_rater_in_headless_chromium_is_scored_exactly(tmp_path):
         browser.click(session, "#export-csv")
         csv_file = _wait_for_download(downloads, ".csv")
         # a reload keeps the scores (localStorage), so a rater can take a break
+        # Page.reload returns before the new document exists: mark the old one so the wait cannot be met by it
+        browser.evaluate(session, "window.beforeReload = true")
         browser.send("Page.reload", {}, session)
-        browser.wait_for(session, "!!(window.mosStudy && window.mosStudy.ready)", "ready after reload")
+        browser.wait_for(session, "!window.beforeReload && !!(window.mosStudy && window.mosStudy.ready)",
+                         "ready after reload")
         assert browser.evaluate(session, "document.querySelectorAll('input:checked').length") == 9
     finally:
         browser.close()
