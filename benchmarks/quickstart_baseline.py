@@ -3,8 +3,8 @@
 The quickstart issue calibrates its quality target with "a plain PyTorch loop training an 8-block,
 64-channel no-BN residual net with L1, bf16 autocast and channels_last on the sample photos (batch 16, 96 px
 HR crops)". This script is that loop: no Lightning, no EMA, no validation; the same training patches as
-`experiment=quickstart` (SRDataModule, data=sample, MATLAB-bicubic LR); then Set5 x4 scored by `eval`'s code
-(Y channel, 4 px border, uint8 rounding). Compare its line with
+`experiment=quickstart` (SRDataModule: the sample photos + 7 dead-leaves images, MATLAB-bicubic LR); then
+Set5 x4 scored by `eval`'s code (Y channel, 4 px border, uint8 rounding). Compare its line with
 
     python -m sr_lightning train experiment=quickstart hydra.run.dir=/tmp/qs
     python -m sr_lightning eval ckpt=/tmp/qs/checkpoints/last.ckpt data=set5 paths.benchmarks_dir=../shared/benchmarks

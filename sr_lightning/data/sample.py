@@ -16,6 +16,7 @@ import numpy as np
 from sr_lightning.data.errors import DatasetError
 from sr_lightning.data.imageio import ImageReadError, to_rgb_uint8
 from sr_lightning.data.records import ImageRecord
+from sr_lightning.data.synthetic import dead_leaves_records
 
 # name -> (H, W) of the bundled file, and a note of what it shows (to choose splits).
 SAMPLE_IMAGES: dict[str, tuple[tuple[int, int], str]] = {
@@ -60,23 +61,31 @@ def load_sample(name: str) -> np.ndarray:
 
 
 class SampleSource:
-    """Records for scikit-image's bundled photos (`names` chooses the split)."""
+    """Records for scikit-image's bundled photos (`names` chooses the split), plus `dead_leaves` synthetic images.
 
-    def __init__(self, names: Sequence[str] = DEFAULT_TRAIN):
+    `dead_leaves=N` adds N procedural dead-leaves images (`synthetic.dead_leaves`, seeds 0..N-1, 512 px), which
+    need no file either; the quickstart trains on the photos and 7 of them (why: conf/experiment/quickstart.yaml).
+    """
+
+    paired = False
+
+    def __init__(self, names: Sequence[str] = DEFAULT_TRAIN, dead_leaves: int = 0):
         names = [names] if isinstance(names, str) else list(names)
         unknown = [n for n in names if n not in SAMPLE_IMAGES]
         if unknown:
             raise DatasetError(f"data.*.names: unknown sample image(s) {unknown}; choose from {', '.join(SAMPLE_IMAGES)}")
-        if not names:
+        if not isinstance(dead_leaves, int) or isinstance(dead_leaves, bool) or dead_leaves < 0:
+            raise DatasetError(f"data.*.dead_leaves: got {dead_leaves!r}; allowed: an integer >= 0 (0: none)")
+        if not names and not dead_leaves:
             raise DatasetError(f"data.*.names is empty; choose from {', '.join(SAMPLE_IMAGES)}")
-        self.names = names
+        self.names, self.dead_leaves = names, dead_leaves
         self.dataset = "sample"
 
     def __repr__(self) -> str:
-        return f"SampleSource(names={self.names})"
-
-    paired = False
+        extra = f", dead_leaves={self.dead_leaves}" if self.dead_leaves else ""
+        return f"SampleSource(names={self.names}{extra})"
 
     def records(self, scale: int, split: str = "train") -> list[ImageRecord]:
-        return [ImageRecord(name, functools.partial(load_sample, name), None, SAMPLE_IMAGES[name][0])
-                for name in self.names]
+        photos = [ImageRecord(name, functools.partial(load_sample, name), None, SAMPLE_IMAGES[name][0])
+                  for name in self.names]
+        return photos + dead_leaves_records(self.dead_leaves)
