@@ -315,18 +315,19 @@ class DevTools:
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
                                                    "clickCount": 1}, session)
 
-    def _evaluate_during_navigation(self, session: str, expression: str):
-        """False while a navigation has torn down the page's context (the evaluation then fails)."""
-        try:
-            return self.evaluate(session, expression)
-        except RuntimeError:
-            return False
-
     def wait_for(self, session: str, expression: str, what: str) -> None:
+        """Poll `expression` until it is true. An evaluation that fails counts as "not yet" (a navigation tears down
+        the page's context for a moment); the last failure is in the timeout's message."""
         deadline = time.monotonic() + self.timeout
-        while not self._evaluate_during_navigation(session, expression):
+        last_error = None
+        while True:
+            try:
+                if self.evaluate(session, expression):
+                    return
+            except RuntimeError as err:
+                last_error = err
             if time.monotonic() > deadline:
-                raise TimeoutError(f"page never got {what}")
+                raise TimeoutError(f"page never got {what}" + (f" (last error: {last_error})" if last_error else ""))
             time.sleep(0.1)
 
     def close(self) -> None:
