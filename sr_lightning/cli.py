@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sr_lightning.cli_help import (
     CONF_DIR,
+    HELP_FLAGS,
+    asks_for_help,
     config_groups,
     hydra_command_help,
     user_error_from_hydra,
@@ -52,7 +54,6 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-HELP_FLAGS = ("-h", "--help")
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch between a short report + exit 1 and raising the exception
 
 
@@ -174,7 +175,7 @@ def _sweep_resume_command(argv: list[str], sweep_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(usage())
         return 0
     name = argv[0]
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[name]
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        if command.config is not None and set(HELP_FLAGS) & set(argv):
+        if command.config is not None and asks_for_help(argv):
             overrides = [a for a in argv if "=" in a and not a.startswith("-")]
             if command.module == "train":
                 overrides = spandrel_arch_overrides(overrides)

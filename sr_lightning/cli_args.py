@@ -1,6 +1,6 @@
-"""`key=value` arguments for the commands that are not Hydra apps (report, mos), typed like their defaults.
+"""`key=value` arguments for the commands that are not Hydra apps (report, mos, list), typed like their defaults.
 
-Hydra commands (train, eval, upscale, export, download, prepare) get `key=value` from Hydra; these two take
+Hydra commands (train, eval, upscale, export, download, prepare) get `key=value` from Hydra; these take
 the same form through `parse_key_values`, so every command reads `python -m sr_lightning CMD key=value ...`.
 Unknown keys and badly typed values raise `ConfigError` naming the key and what is allowed.
 """

@@ -14,10 +14,17 @@ from typing import Any
 from sr_lightning.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+HELP_FLAGS = ("-h", "--help")  # every command, Hydra or not, answers either with its own help
+
 SET_BY_THE_COMMAND = ("task_name", "model_name")  # primary-config keys a user never sets: not in --help
 
 _KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*):(.*)$")
 _GROUP_LINE = re.compile(r"^\s*-\s*(?:optional\s+)?/?([\w/]+):\s*\S+\s+#\s*(.*)$")
+
+
+def asks_for_help(argv: list[str]) -> bool:
+    """Whether `-h` or `--help` is among the arguments."""
+    return bool(set(HELP_FLAGS) & set(argv))
 
 
 def group_options(group: str) -> list[str]:

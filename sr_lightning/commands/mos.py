@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from sr_lightning.cli_args import Option, keys_help, parse_key_values
+from sr_lightning.cli_help import HELP_FLAGS, asks_for_help
 from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.mos_study import MosError, format_table, prepare, score, write_result
 
@@ -106,11 +107,11 @@ HANDLERS = {"prepare": _prepare_cli, "score": _score_cli}
 
 
 def run(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(help_text())
         return 0
     command, rest = argv[0], argv[1:]
-    if command in HANDLERS and {"-h", "--help"} & set(rest):
+    if command in HANDLERS and asks_for_help(rest):
         print(help_text(command))
         return 0
     try:

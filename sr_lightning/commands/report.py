@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sr_lightning.cli_args import Option, keys_help, parse_key_values
+from sr_lightning.cli_help import asks_for_help
 from sr_lightning.errors import UserError, report_user_error
 from sr_lightning.sweep_report import ReportError, build_report, latest_sweep, status_counts
 
@@ -36,7 +37,7 @@ def _sweep_dirs(value: str, positional: list[str]) -> list[Path]:
 
 
 def run(argv: list[str]) -> int:
-    if {"-h", "--help"} & set(argv):
+    if asks_for_help(argv):
         print(_help())
         return 0
     try:
