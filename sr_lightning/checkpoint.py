@@ -29,6 +29,7 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 SLIM_MARKER = "sr_lightning_slim"  # best.ckpt: generator weights + config only; readers tell it from a resumable one
 
+
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint or weights file that cannot be used; the message names the file and the remedy."""
 
