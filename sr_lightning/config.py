@@ -42,20 +42,21 @@ def _cpu_processes(cfg: DictConfig) -> int:
     A value Lightning itself rejects counts as 1 here, so Lightning's own error reaches the user.
     """
     def count(value: Any) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return max(value, 1)
         return int(value) if isinstance(value, str) and value.strip().isdigit() and int(value) > 0 else 1
 
     return count(_get(cfg, "trainer.devices", "auto")) * count(_get(cfg, "trainer.num_nodes", 1))
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, and not a bool (YAML's `true` is an int to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_positive_int(value: Any, key: str) -> None:
     """`value` is an integer >= 1 (None is left to the caller)."""
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(key, f"got {value!r}; allowed: an integer >= 1")
 
 
@@ -67,7 +68,7 @@ def _positive_int(cfg: DictConfig, key: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ image keys
 def check_scale(scale: Any, key: str = "scale") -> None:
-    if not _is_int(scale) or scale < 1:
+    if not is_int(scale) or scale < 1:
         raise ConfigError(key, f"got {scale!r}; allowed: an integer >= 1 (2, 3, 4 or 8, what the generator supports)")
 
 
@@ -177,7 +178,7 @@ def check_scheduler(node: Any, key: str = "module.scheduler") -> None:
     if own_check is not None:  # a schedule of ours knows what its arguments must satisfy (schedules.CosineToBudget)
         own_check(node, key)
     t_max = node.get("T_max", 1)
-    if not _is_int(t_max) or t_max < 1:  # the cosine presets take it from trainer.max_steps, -1 with max_epochs
+    if not is_int(t_max) or t_max < 1:  # the cosine presets take it from trainer.max_steps, -1 with max_epochs
         raise ConfigError(f"{key}.T_max", f"got {t_max!r}; allowed: an integer >= 1 (the presets set it to "
                                           f"trainer.max_steps: set trainer.max_steps, or {key}.T_max itself)")
 

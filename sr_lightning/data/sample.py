@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sr_lightning.config import is_int
 from sr_lightning.data.errors import DatasetError
 from sr_lightning.data.imageio import ImageReadError, to_rgb_uint8
 from sr_lightning.data.records import ImageRecord
@@ -74,7 +75,7 @@ class SampleSource:
         unknown = [n for n in names if n not in SAMPLE_IMAGES]
         if unknown:
             raise DatasetError(f"data.*.names: unknown sample image(s) {unknown}; choose from {', '.join(SAMPLE_IMAGES)}")
-        if not isinstance(dead_leaves, int) or isinstance(dead_leaves, bool) or dead_leaves < 0:
+        if not is_int(dead_leaves) or dead_leaves < 0:
             raise DatasetError(f"data.*.dead_leaves: got {dead_leaves!r}; allowed: an integer >= 0 (0: none)")
         if not names and not dead_leaves:
             raise DatasetError(f"data.*.names is empty; choose from {', '.join(SAMPLE_IMAGES)}")
